@@ -1,0 +1,54 @@
+"""Model registry: each generator kind maps to a loader for :func:`load_generator`.
+
+A loader takes ``(checkpoint_path, normalization)`` and returns an object with
+``predict(x_lr_physical: np.ndarray (N, C, h, w), **params) -> np.ndarray`` in physical units.
+Model modules register themselves with :func:`register_loader`; the checkpoint's ``kind`` field
+picks the loader.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from precipgen.data.transforms import Normalization
+
+_LOADERS: dict[str, Callable[[dict[str, Any], Normalization], Any]] = {}
+# kind -> module that registers it (imported lazily so loading one kind needs no other)
+_MODULES = {
+    "cvae": "precipgen.models.cvae",
+    "vae3d": "precipgen.models.vae3d",
+    "srdrn": "precipgen.models.srdrn",
+}
+
+
+def register_loader(kind: str) -> Callable:
+    def deco(fn: Callable[[dict[str, Any], Normalization], Any]) -> Callable:
+        _LOADERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load an (untrusted) checkpoint safely: tensors and plain containers only."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot load checkpoint {path} safely (weights_only=True): {e}") from e
+
+
+def load_generator(checkpoint: Path, normalization: Path) -> Any:
+    ckpt = load_checkpoint(checkpoint)
+    kind = ckpt.get("kind")
+    if kind not in _MODULES:
+        raise ValueError(f"checkpoint {checkpoint} has unknown kind {kind!r}")
+    importlib.import_module(_MODULES[kind])
+    return _LOADERS[kind](ckpt, Normalization.load(normalization))
