@@ -1,0 +1,147 @@
+"""Load a cVAE from any model URI, check it fits the dataset, and generate in batches.
+
+Noise is drawn per (day, k) (see :mod:`.noise`) and pushed through the model's own pieces
+(``encode_x``, ``posterior`` / ``prior_params``, ``decoder``) rather than ``CVAE.sample``,
+whose single noise tensor would make a sample depend on its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from precipgen import tracking
+from precipgen.data.store import PreparedDataset
+from precipgen.data.transforms import Normalization
+from precipgen.models import load_checkpoint
+from precipgen.synth.noise import pair_normal
+
+log = logging.getLogger(__name__)
+PREFERRED_CHECKPOINT = "cvae_best.pt"
+
+
+@dataclass
+class LoadedCVAE:
+    model: Any  # precipgen.models.cvae.CVAE, eval mode
+    norm: Normalization  # the model's own (what it was trained with)
+    statics: torch.Tensor  # (K, H, W) model space, as trained
+    hparams: dict[str, Any]
+    channel_names: list[str]
+    checkpoint: Path
+    run_id: str | None
+
+    @property
+    def d_z(self) -> int:
+        return int(self.hparams["d_z"])
+
+    def describe(self) -> str:
+        hp = self.hparams
+        (h, w), (H, W) = hp["lr_shape"], hp["hr_shape"]
+        return f"high-res {H}x{W}, low-res {h}x{w}, C={hp['in_channels']}, statics={hp['n_statics']}"
+
+
+def find_checkpoint(path: Path) -> Path:
+    """A ``.pt`` file, or the checkpoint inside a downloaded run / registered-model directory."""
+    if path.is_file():
+        return path
+    found = sorted(path.rglob("*.pt"))
+    if not found:
+        raise FileNotFoundError(f"no checkpoint (*.pt) under {path}")
+    best = [p for p in found if p.name == PREFERRED_CHECKPOINT]
+    if best:
+        return best[0]
+    if len(found) > 1:
+        raise ValueError(f"{path} holds several checkpoints ({', '.join(p.name for p in found)}); "
+                         "point --model at one")
+    return found[0]
+
+
+def load_cvae(uri: str) -> LoadedCVAE:
+    """``uri``: a checkpoint path, a directory holding one, ``runs:/...`` or ``models:/...``."""
+    from precipgen.models.cvae import build_cvae
+    from precipgen.train.loop import load_model_state
+
+    res = tracking.resolve(uri)
+    ckpt_path = find_checkpoint(res.path)
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("kind") != "cvae":
+        raise ValueError(f"{uri} ({ckpt_path}) is a {ckpt.get('kind')!r} checkpoint, not a cvae")
+    for key in ("model_hparams", "model_state_dict", "statics", "normalization"):
+        if key not in ckpt:
+            raise ValueError(f"cvae checkpoint {ckpt_path} has no '{key}'")
+    model = build_cvae(ckpt["model_hparams"])
+    load_model_state(model, ckpt["model_state_dict"], ckpt_path)
+    norm = Normalization.from_json(dict(ckpt["normalization"]))
+    run_id = res.run_id or str(ckpt.get("run_id") or "") or None
+    return LoadedCVAE(
+        model=model.eval(), norm=norm, statics=ckpt["statics"].float(),
+        hparams=dict(ckpt["model_hparams"]),
+        channel_names=list(ckpt.get("channel_names") or norm.channel_names),
+        checkpoint=ckpt_path, run_id=run_id,
+    )
+
+
+def check_compatible(m: LoadedCVAE, ds: PreparedDataset, uri: str) -> None:
+    """A model trained on another grid or channel count is an error naming both."""
+    hp = m.hparams
+    mine = (tuple(hp["hr_shape"]), tuple(hp["lr_shape"]), int(hp["in_channels"]), int(hp["n_statics"]))
+    theirs = (tuple(ds.hr_shape), tuple(ds.lr_shape), ds.n_channels, len(ds.static_names))
+    if mine != theirs:
+        (H, W), (h, w), C, K = theirs
+        where = uri if Path(uri) == m.checkpoint else f"{uri} ({m.checkpoint})"
+        raise ValueError(
+            f"model {where} was trained on {m.describe()} but dataset {ds.root} "
+            f"has high-res {H}x{W}, low-res {h}x{w}, C={C}, statics={K}"
+        )
+    if m.channel_names != ds.channel_names:
+        log.warning("model channels %s differ from dataset channels %s (same count: continuing)",
+                    m.channel_names, ds.channel_names)
+
+
+@dataclass
+class Batch:
+    days: np.ndarray  # (n,) day id of each sample
+    ks: np.ndarray  # (n,) sample number within its day
+    y_mm: np.ndarray  # (n, 1, H, W) synthetic, physical, sea 0
+    x_phys: np.ndarray  # (n, C, h, w) the real day's predictors
+    y_real: np.ndarray  # (n, 1, H, W) the real day
+
+
+def day_batches(days: np.ndarray, K: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Whole days per forward pass: ``max(1, batch_size // K)`` days x K samples."""
+    per = max(1, batch_size // K)
+    for i in range(0, len(days), per):
+        yield days[i : i + per]
+
+
+@torch.no_grad()
+def generate_batch(m: LoadedCVAE, ds: PreparedDataset, days: np.ndarray, K: int, mode: str,
+                   temperature: float, seed: int, device: torch.device,
+                   land: torch.Tensor) -> Batch:
+    """K samples for each of ``days`` (z = mu + temperature * sigma * eps, eps per (day, k))."""
+    x_phys = np.asarray(ds.X_lr[days], dtype=np.float32)
+    y_real = np.asarray(ds.Y_hr[days], dtype=np.float32)
+    model = m.model
+    x = m.norm.predictors_to_model(torch.from_numpy(x_phys)).to(device)
+    statics = m.statics.to(device)
+    hx, s = model.encode_x(x, statics)
+    if mode == "posterior":
+        y = m.norm.to_model(torch.from_numpy(y_real)).to(device)
+        mu, logvar = model.posterior(y, hx, s)
+    else:
+        mu, logvar = model.prior_params(hx)
+    rep_days = np.repeat(days, K)
+    rep_ks = np.tile(np.arange(K), len(days))
+    eps = pair_normal(seed, rep_days, rep_ks, m.d_z).to(device=device, dtype=mu.dtype)
+    idx = torch.arange(len(days), device=device).repeat_interleave(K)
+    z = mu[idx] + temperature * (0.5 * logvar[idx]).exp() * eps
+    hx_rep = type(hx)(hx.map[idx], hx.vec[idx])
+    y_hat = model.decoder(z, hx_rep, s[idx])
+    y_mm = (m.norm.to_physical(y_hat.float()) * land).cpu().numpy()
+    return Batch(rep_days, rep_ks, y_mm, np.repeat(x_phys, K, axis=0), np.repeat(y_real, K, axis=0))
