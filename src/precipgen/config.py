@@ -8,6 +8,7 @@ and the closest valid key, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -126,6 +127,19 @@ class FinetuneConfig:
 
 
 @dataclass
+class SRDRNConfig:
+    """The deterministic SRDRN-style downscaler of the augmentation experiment (evaluate)."""
+
+    filters: int = 64
+    res_blocks: int = 16
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-4
+    max_batches_per_epoch: int = 0  # 0 = one pass over the real training days
+    output_dir: str = "outputs/srdrn"
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -134,6 +148,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     vae3d: VAE3DConfig = field(default_factory=VAE3DConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    srdrn: SRDRNConfig = field(default_factory=SRDRNConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -184,6 +199,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            with contextlib.suppress(ValueError):
+                return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -72,6 +73,8 @@ def setup(experiment: str | None = None) -> str:
     # Bounded retries so a dead server is an error, not a long hang.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # Each step prints its own one summary line with the run URL; mlflow's own is noise.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if experiment and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
@@ -155,12 +158,17 @@ class Run:
     def log_dataset(self, root: str | Path, digest: str, name: str, context: str = "training",
                     profile: dict[str, Any] | None = None) -> None:
         """Record a dataset directory as an MLflow input, identified by its content digest."""
-        from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 
-        ds = MetaDataset(
-            source=FileSystemDatasetSource(str(Path(root).resolve())), name=name, digest=digest
-        )
+        # FileSystemDatasetSource is abstract; the registry gives the local-file source. It
+        # warns that two equivalent local sources match (schemes "" and "file"): harmless.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(Path(root).resolve()))
+        ds = MetaDataset(source=source, name=name, digest=digest)
         mlflow.log_input(ds, context=context)
         if profile:
             self.set_tags({f"dataset.{k}": v for k, v in profile.items()})
@@ -294,27 +302,32 @@ def model_version(uri: str) -> Any:
 
 
 # ---------------------------------------------------------------- models
-class PrecipgenPyfunc(mlflow.pyfunc.PythonModel):
-    """Generic pyfunc: loads a precipgen checkpoint via :func:`precipgen.models.load_generator`.
+# mlflow warns, on subclassing PythonModel, that predict has no type hints (and forces the
+# warning through its own filter). Our input is an array described by the logged signature,
+# not list[...] rows, so the warning is noise: swallow it while the class is defined.
+with contextlib.redirect_stderr(io.StringIO()):
 
-    ``predict(model_input, params)``: ``model_input`` is a float array of low-res predictors in
-    physical units, ``(N, C, h, w)`` (or a DataFrame with an ``X_lr`` column of nested lists);
-    ``params`` (num_samples, mode, temperature, seed) are passed through. Returns samples in
-    physical units.
-    """
+    class PrecipgenPyfunc(mlflow.pyfunc.PythonModel):
+        """Generic pyfunc: loads a precipgen checkpoint via :func:`precipgen.models.load_generator`.
 
-    def load_context(self, context: Any) -> None:
-        from precipgen.models import load_generator
+        ``predict(model_input, params)``: ``model_input`` is a float array of low-res predictors in
+        physical units, ``(N, C, h, w)`` (or a DataFrame with an ``X_lr`` column of nested lists);
+        ``params`` (num_samples, mode, temperature, seed) are passed through. Returns samples in
+        physical units.
+        """
 
-        self.generator = load_generator(
-            Path(context.artifacts["checkpoint"]), Path(context.artifacts["normalization"])
-        )
+        def load_context(self, context: Any) -> None:
+            from precipgen.models import load_generator
 
-    def predict(self, context, model_input, params=None):  # no hints: mlflow parses them
-        x = model_input
-        if hasattr(x, "columns"):
-            x = np.stack([np.asarray(v, dtype=np.float32) for v in x["X_lr"]])
-        return self.generator.predict(np.asarray(x, dtype=np.float32), **(params or {}))
+            self.generator = load_generator(
+                Path(context.artifacts["checkpoint"]), Path(context.artifacts["normalization"])
+            )
+
+        def predict(self, context, model_input, params=None):  # no hints: mlflow parses them
+            x = model_input
+            if hasattr(x, "columns"):
+                x = np.stack([np.asarray(v, dtype=np.float32) for v in x["X_lr"]])
+            return self.generator.predict(np.asarray(x, dtype=np.float32), **(params or {}))
 
 
 def log_generator_model(
@@ -344,7 +357,8 @@ def log_generator_model(
     if not registered_name:
         return None
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(registered_name, alias, version)
+    if alias.lower() != "latest":  # reserved: mlflow resolves @latest to the newest version
+        MlflowClient().set_registered_model_alias(registered_name, alias, version)
     return version
 
 

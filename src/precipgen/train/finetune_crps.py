@@ -1,0 +1,304 @@
+"""``precipgen finetune_crps``: turn the deterministic 3D VAE generative (seed 000).
+
+Loads a pretrained ``vae3d`` checkpoint (``--pretrained``: a path, ``runs:/...`` or
+``models:/...``; empty = ``models:/vae3d-deterministic@latest``), freezes the encoder and
+trains the decoder alone with an ensemble CRPS loss of ``crps_samples`` members (no KL).
+With ``chunk_size`` below ``crps_samples`` the exact gradient is computed chunk by chunk
+(:func:`precipgen.scores.crps.chunked_crps_backward`): peak memory follows the chunk, not m.
+
+Units of the logged scores:
+- ``CRPS`` (per epoch) and ``iter_CRPS`` (per iteration): the training loss, ``crps_kind``
+  CRPS in *model space* (log1p + z-score), land pixels;
+- ``Val_CRPS``: fair CRPS in *mm* on the validation windows (land pixels), the number to
+  compare between runs (fair is unbiased whatever the ensemble size); ``val_CRPS_model``:
+  the same in model space, comparable with ``CRPS`` when ``crps_kind`` is fair;
+- ``val_spread`` (mean ensemble std, mm), ``val_spread_skill`` (sqrt((m+1)/m * mean var) /
+  RMSE of the ensemble mean; 1 = calibrated), ``val_MAE_all``/``val_MAE_tail`` (ensemble
+  mean, mm; tail: observed >= P95);
+- ``generative_variance``: member variance in model space, mean over land pixels (the seed's
+  test); ``is_generative`` = generative_variance > 1e-3, logged for the best model.
+
+Outputs in ``<output_dir>/vae_generative_crps_<TIMESTAMP>/`` (also MLflow artifacts):
+``checkpoints/best_model.pth``, ``checkpoints/checkpoint_epoch_*.pth``,
+``crps_generative_history.csv``, ``crps_generative_iteration_history.csv``,
+``generative_config.yaml``. The best model is registered as ``vae3d-crps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from precipgen import tracking
+from precipgen.cli import config_from_args
+from precipgen.config import Config
+from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor
+from precipgen.data.store import PreparedDataset
+from precipgen.models import load_checkpoint
+from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
+from precipgen.scores.crps import chunked_crps_backward, crps_ensemble, crps_loss
+from precipgen.train.loop import LoopConfig, StepOutput, fit, pick_device, seed_everything
+from precipgen.train.vae3d import (
+    Meter,
+    example_days,
+    flag_overrides,
+    log_dataset,
+    masked_mean,
+    opt,
+    p95_mm,
+    run_dir,
+    val_loader,
+)
+
+REGISTERED_NAME = "vae3d-crps"
+DEFAULT_PRETRAINED = "models:/vae3d-deterministic@latest"
+GENERATIVE_MIN_VARIANCE = 1e-3
+
+TROUBLESHOOTING = """\
+🚨 Troubleshooting: model still deterministic after training
+   - Check if encoder is actually frozen (model.print_parameter_status())
+   - Verify CRPS loss is decreasing (crps_generative_history.csv)
+   - Try lower learning rate (1e-6)
+   Poor diversity:
+   - Increase training epochs
+   - Verify no KL loss is being used
+   - Check ensemble generation"""
+
+
+# ------------------------------------------------------------------ the task
+class CRPSTask:
+    """Decoder-only CRPS training; validation scores an ensemble in physical units."""
+
+    kind = "vae3d"
+
+    def __init__(self, model: SimpleVAE3D, ds: PreparedDataset, cfg: Config, window_days: int,
+                 device: torch.device):
+        f = cfg.finetune
+        self.model, self.ds, self.cfg, self.window_days = model, ds, cfg, window_days
+        self.m, self.kind_crps, self.alpha = f.crps_samples, f.crps_kind, f.alpha
+        self.chunk = f.chunk_size if 0 < f.chunk_size < f.crps_samples else 0
+        self.land = land_mask_tensor(ds).to(device)
+        self.p95 = p95_mm(ds)
+        self.val = val_loader(ds, window_days, f.batch_size)
+        self.device = device
+        self._train_sum, self._train_n = 0.0, 0  # epoch mean of the training CRPS
+
+    def trainable_parameters(self):
+        return self.model.get_trainable_parameters()
+
+    def train_step(self, model: SimpleVAE3D, batch: dict[str, Tensor], epoch: int) -> StepOutput:
+        with torch.no_grad():  # frozen encoder: once per batch, no graph
+            mu, logvar = model.encode(batch["x"])
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())  # per-member noise: seed + i
+
+        def generate(start: int, stop: int) -> Tensor:
+            return model.decode_members(mu, logvar, start, stop, seed)
+
+        if self.chunk:
+            value = chunked_crps_backward(generate, self.m, self.chunk, batch["y"], self.land,
+                                          self.kind_crps, self.alpha)
+            loss = None
+        else:
+            loss = crps_loss(generate(0, self.m), batch["y"], self.land, self.kind_crps, self.alpha)
+            value = float(loss.detach())
+        self._train_sum, self._train_n = self._train_sum + value, self._train_n + 1
+        return StepOutput(loss, {"loss": value, "CRPS": value})
+
+    @torch.no_grad()
+    def validate(self, model: SimpleVAE3D, epoch: int) -> dict[str, float]:
+        metrics = evaluate_ensemble(model, self.val, self.ds, self.land, self.p95, self.m,
+                                    self.chunk or self.m, self.cfg.train.seed, self.device)
+        metrics["CRPS"] = self._train_sum / max(self._train_n, 1)
+        self._train_sum, self._train_n = 0.0, 0
+        return metrics
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return checkpoint_extra(self.model, self.land, self.ds.normalization, self.window_days)
+
+
+@torch.no_grad()
+def evaluate_ensemble(model: SimpleVAE3D, loader: torch.utils.data.DataLoader,
+                      ds: PreparedDataset, land: Tensor, p95: float, m: int, chunk: int,
+                      seed: int, device: torch.device) -> dict[str, float]:
+    """Validation scores of an m-member ensemble (same noise every epoch: comparable)."""
+    norm, meter = ds.normalization, Meter()
+    for b, batch in enumerate(loader):
+        x, y, y_mm = (batch[k].to(device) for k in ("x", "y", "y_mm"))
+        ens = model.generate_multiple_outputs(x, m, seed=seed * 7919 + b * 1_000_003,
+                                              chunk_size=chunk)
+        ens_mm = norm.to_physical(ens)
+        meter.add("Val_CRPS", *masked_mean(crps_ensemble(ens_mm, y_mm, "fair"), land))
+        meter.add("val_CRPS_model", *masked_mean(crps_ensemble(ens, y, "fair"), land))
+        meter.add("generative_variance", *masked_mean(ens.var(dim=0), land))
+        var_mm = ens_mm.var(dim=0)
+        mean_mm = ens_mm.mean(dim=0)
+        meter.add("val_spread", *masked_mean(var_mm.sqrt(), land))
+        meter.add("_var", *masked_mean(var_mm, land))
+        meter.add("_se", *masked_mean((mean_mm - y_mm).pow(2), land))
+        err = (mean_mm - y_mm).abs()
+        meter.add("val_MAE_all", *masked_mean(err, land))
+        meter.add("val_MAE_tail", *masked_mean(err, land & (y_mm >= p95)))
+    out = meter.means()
+    var, se = out.pop("_var"), out.pop("_se")
+    out["val_spread_skill"] = math.sqrt((m + 1) / m * var) / max(math.sqrt(se), 1e-12)
+    return out
+
+
+# ------------------------------------------------------------------ loading the pretrained model
+def find_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or the one inside a downloaded run/model directory."""
+    if path.is_file():
+        return path
+    for pattern in ("artifacts/*.pt*", "checkpoints/best_model.pth", "checkpoints/model_best.pt",
+                    "**/best_model.pth", "**/model_best.pt", "**/*.pt*"):
+        found = sorted(path.glob(pattern))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"no checkpoint (*.pt, *.pth) found under {path}")
+
+
+def load_pretrained(uri: str | None) -> tuple[SimpleVAE3D, dict[str, Any], str, str | None]:
+    """(model, checkpoint, uri used, producing run id). Empty uri: the latest registered
+    vae3d-deterministic, with a clear error when there is none."""
+    uri = uri or DEFAULT_PRETRAINED
+    if uri == DEFAULT_PRETRAINED:
+        tracking.setup()
+        try:
+            tracking.model_version(uri)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"no --pretrained given and no registered model {DEFAULT_PRETRAINED} in "
+                f"{tracking.tracking_uri()}: run `precipgen pretrain_vae` first, or pass "
+                "--pretrained PATH | runs:/<id>/<path> | models:/<name>@<alias>"
+            ) from e
+    res = tracking.resolve(uri)
+    path = find_checkpoint(res.path)
+    ck = load_checkpoint(path)
+    if ck.get("kind") != "vae3d":
+        raise ValueError(f"--pretrained {uri}: checkpoint {path} is kind {ck.get('kind')!r}, "
+                         "expected 'vae3d' (from `precipgen pretrain_vae`)")
+    return build_from_checkpoint(ck), ck, uri, res.run_id
+
+
+def check_fits(ck: dict[str, Any], ds: PreparedDataset) -> None:
+    hp = ck["hparams"]
+    want = (hp["in_channels"], list(hp["lr_shape"]), list(hp["hr_shape"]))
+    got = (ds.n_channels, list(ds.lr_shape), list(ds.hr_shape))
+    if want != got:
+        raise ValueError(
+            f"dataset {ds.root} has (C, lr grid, hr grid) = {got} but the pretrained model "
+            f"expects {want}"
+        )
+
+
+# ------------------------------------------------------------------ the step
+FLAGS = {
+    "data": "data.path", "epochs": "finetune.epochs", "batch_size": "finetune.batch_size",
+    "lr": "finetune.lr", "crps_samples": "finetune.crps_samples",
+    "chunk_size": "finetune.chunk_size", "crps_kind": "finetune.crps_kind",
+    "grad_clip": "finetune.grad_clip", "checkpoint_interval": "finetune.checkpoint_interval",
+    "seed": "train.seed", "output_dir": "finetune.output_dir",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained", type=opt(str), default=None,
+                   help=f"path | runs:/<id>/<path> | models:/<name>@<alias> (default {DEFAULT_PRETRAINED})")
+    p.add_argument("--data", type=opt(str), default=None, help="prepared dataset dir (data.path)")
+    p.add_argument("--epochs", type=opt(int), default=None, help="default 30")
+    p.add_argument("--batch_size", type=opt(int), default=None, help="default 4")
+    p.add_argument("--lr", type=opt(float), default=None, help="default 1e-5")
+    p.add_argument("--crps_samples", type=opt(int), default=None, help="ensemble size m (default 20)")
+    p.add_argument("--chunk_size", type=opt(int), default=None,
+                   help="members per chunk; below crps_samples: chunked exact gradient (0 = all)")
+    p.add_argument("--crps_kind", type=opt(str), default=None,
+                   help="fair | standard | almost_fair (default fair)")
+    p.add_argument("--grad_clip", type=opt(float), default=None, help="default 1.0")
+    p.add_argument("--checkpoint_interval", type=opt(int), default=None, help="default 5")
+    p.add_argument("--seed", type=opt(int), default=None, help="train.seed (default 42)")
+    p.add_argument("--output_dir", type=opt(str), default=None,
+                   help="runs go to <output_dir>/vae_generative_crps_<TIMESTAMP>/")
+    p.add_argument("--resume", type=opt(str), default=None, metavar="RUN_DIR",
+                   help="continue the run in this vae_generative_crps_<TIMESTAMP> directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, flag_overrides(args, FLAGS))
+    f = cfg.finetune
+    ds = PreparedDataset.open(cfg.data.path)
+    model, ck, uri, pretrained_run = load_pretrained(args.pretrained)
+    check_fits(ck, ds)
+    window = int(ck.get("window_days", cfg.vae3d.window_days))
+    train = WindowDataset(ds, ds.split["train"], window)
+    seed_everything(cfg.train.seed)
+    device = pick_device(cfg.train.device)
+
+    model.freeze_encoder()
+    model.print_parameter_status()
+    task = CRPSTask(model, ds, cfg, window, device)
+    out = run_dir(f.output_dir, "vae_generative_crps", args.resume)
+    gen_cfg = {**cfg.to_dict(), "pretrained": uri, "pretrained_run_id": pretrained_run,
+               "window_days": window, "chunked_gradient": bool(task.chunk)}
+    (out / "generative_config.yaml").write_text(yaml.safe_dump(gen_cfg, sort_keys=False))
+    loop_cfg = LoopConfig(
+        epochs=f.epochs, lr=f.lr, output_dir=out, grad_clip=f.grad_clip,
+        checkpoint_interval=f.checkpoint_interval, early_stopping_patience=f.early_stopping_patience,
+        select_metric="Val_CRPS", max_batches_per_epoch=f.max_batches_per_epoch,
+        seed=cfg.train.seed, device=cfg.train.device,
+        best_name="checkpoints/best_model.pth", last_name="checkpoints/last_model.pth",
+        epoch_name="checkpoints/checkpoint_epoch_{epoch}.pth",
+        log_csv="crps_generative_history.csv",
+        iteration_csv="crps_generative_iteration_history.csv",
+        summary=lambda e, m: f"🎯 CRPS Gen Epoch {e}: CRPS={m['CRPS']:.6f}, Val_CRPS={m['Val_CRPS']:.6f}",
+    )
+    resume_id = tracking.producing_run_id(out) if args.resume else None
+    with tracking.start_run("finetune_crps", params=cfg.flat(), config_yaml=cfg.to_yaml(),
+                            run_id=resume_id) as r:
+        tracking.mark_output(out, r.run_id)
+        r.log_params({"pretrained": uri, "window_days": window})
+        r.set_lineage({"pretrained": pretrained_run, "dataset": log_dataset(r, ds)})
+        print(f"CRPS = training loss ({f.crps_kind}, model space); Val_CRPS = fair CRPS in mm "
+              f"(m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
+        res = fit(task, train, EpochSampler(len(train), cfg.train.seed), f.batch_size, loop_cfg,
+                  run=r, resume=bool(args.resume))
+
+        best = next((h for h in res.history if int(h["epoch"]) == res.best_epoch), {})
+        variance = float(best.get("generative_variance", float("nan")))
+        generative = variance > GENERATIVE_MIN_VARIANCE
+        first = res.history[0]["Val_CRPS"] if res.history else float("nan")
+        improvement = 100.0 * (first - res.best_metric) / first if first else float("nan")
+        r.log_metrics({"generative_variance": variance, "is_generative": float(generative),
+                       "best_Val_CRPS": res.best_metric, "best_epoch": res.best_epoch})
+        r.set_tags({"is_generative": str(generative).lower()})
+        if generative:
+            print("🎉 SUCCESS: Model is now GENERATIVE!")
+            print("💡 The model produces diverse outputs for the same input!")
+            print(f"✅ Generative model variance: {variance:.6f}")
+            print(f"✅ Val_CRPS improvement over epoch 1: {improvement:.2f}%")
+        else:
+            print(f"❌ Model still deterministic: generative_variance={variance:.3g} "
+                  f"<= {GENERATIVE_MIN_VARIANCE}")
+            print(TROUBLESHOOTING)
+
+        for name in ("crps_generative_history.csv", "crps_generative_iteration_history.csv",
+                     "generative_config.yaml"):
+            if (out / name).exists():
+                r.log_artifact(out / name)
+        for ckpt in sorted((out / "checkpoints").glob("*.pth")):
+            if ckpt.name != "last_model.pth":  # resume state, not an output
+                r.log_artifact(ckpt, "checkpoints")
+        version = tracking.log_generator_model(
+            res.best_path, ds.root / "metadata" / "normalization.json", REGISTERED_NAME,
+            example_days(ds, window),
+            {"num_samples": f.crps_samples, "mode": "generative", "temperature": 1.0, "seed": 0},
+        )
+        print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} mm at epoch {res.best_epoch}, "
+              f"is_generative={generative}; {out}; registered {REGISTERED_NAME} v{version} "
+              f"(@latest); {r.url}")
+    return 0
