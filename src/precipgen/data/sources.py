@@ -1,0 +1,405 @@
+"""Loaders for each ``prepare`` source, all returning one in-memory :class:`RawData`.
+
+- ``synthetic``: :func:`precipgen.data.synthetic.generate` (the embedded default data).
+- ``srdrn``: SRDRN-layout ``.npy`` arrays, predictors ``(N, h, w, C)`` channels last and obs
+  ``(N, H, W)`` with NaN where there is no data (sea); optional test files, land mask and the
+  mean/std of SRDRN's normalisation (inverted here, so everything downstream is physical).
+- ``netcdf``: one or more NetCDF files through xarray; the user names the variables and dims.
+
+Loaders check what only they can see (files, layouts, per-file shapes); the checks on the
+assembled arrays live in :func:`precipgen.data.validate.check_arrays`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from precipgen.data.store import file_sha256
+from precipgen.data.validate import (
+    InputError,
+    check_ndim,
+    check_same_n,
+    check_same_shape,
+    require_file,
+)
+
+DEFAULT_UNITS = "mm/day"
+KM_PER_DEG_LAT = 111.2
+
+
+@dataclass
+class RawData:
+    """A source's data in physical units, before splitting and metadata."""
+
+    X: np.ndarray  # (N, C, h, w) float32 predictors
+    Y: np.ndarray  # (N, 1, H, W) float32 precipitation, NaN where there is no data
+    channel_names: list[str]
+    source: str
+    units: str  # of Y (mm per time step: "mm/day", "mm/h")
+    x_desc: str = "predictors"  # how errors name the predictor input (file / variable)
+    y_desc: str = "target"
+    land_mask: np.ndarray | None = None  # (H, W) bool; None: derived from Y's NaN pattern
+    test_indices: np.ndarray | None = None  # days that came from the source's test files
+    statics: np.ndarray | None = None  # (K, H, W) when the source knows them (synthetic)
+    static_names: list[str] = field(default_factory=list)
+    lat: np.ndarray | None = None  # (H, W) degrees, when known
+    lon: np.ndarray | None = None
+    time: np.ndarray | None = None  # (N,) labels; equal labels never straddle a split
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_days(self) -> int:
+        return int(self.Y.shape[0])
+
+
+def _inputs(files: Sequence[tuple[str, Path]]) -> list[dict[str, str]]:
+    """Provenance entries: role, absolute path and sha256 of each input file."""
+    return [
+        {"role": role, "path": str(p.resolve()), "sha256": file_sha256(p)}
+        for role, p in tqdm(files, desc="hashing inputs", unit="file", leave=False)
+    ]
+
+
+# ------------------------------------------------------------------------------- synthetic
+def load_synthetic(days: int, height: int, width: int, factor: int, seed: int) -> RawData:
+    """The embedded synthetic generator; its parameters and seed go into provenance."""
+    from precipgen.data import synthetic
+
+    g = synthetic.generate(
+        days=days, height=height, width=width, factor=factor, seed=seed, show_progress=True
+    )
+    names = list(g.static_names)
+    statics = np.asarray(g.statics, dtype=np.float32)
+    if "land_sea_mask" not in names:
+        raise InputError(f"synthetic generator returned statics {names} without land_sea_mask")
+    land = statics[names.index("land_sea_mask")] > 0.5
+    params = dict(g.params)
+    units = str(params.get("units", DEFAULT_UNITS))
+    return RawData(
+        X=np.asarray(g.X_lr, dtype=np.float32),
+        Y=np.asarray(g.Y_hr, dtype=np.float32),
+        channel_names=list(g.channel_names),
+        source="synthetic",
+        units=units,
+        x_desc="synthetic predictors X_lr",
+        y_desc="synthetic target Y_hr",
+        land_mask=land,
+        statics=statics,
+        static_names=names,
+        lat=statics[names.index("lat")] if "lat" in names else None,
+        lon=statics[names.index("lon")] if "lon" in names else None,
+        provenance={
+            "inputs": [],
+            "generator": {
+                "module": "precipgen.data.synthetic",
+                "params": params,
+                "seed": seed,
+                "call": {"days": days, "height": height, "width": width, "factor": factor,
+                         "seed": seed},
+            },
+            "day_of_year": np.asarray(g.day_of_year).astype(int).tolist(),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------- srdrn
+def _load_array(path: str | Path, role: str) -> tuple[np.ndarray, Path]:
+    """A numeric ``.npy`` (or an ``.npz`` holding exactly one array); pickles are refused."""
+    p = require_file(path, role)
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{role} file {p} is not a numeric .npy/.npz array: {e}") from e
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        with arr:
+            keys = list(arr.keys())
+            if len(keys) != 1:
+                raise InputError(f"{role} file {p} holds arrays {keys}; expected exactly one")
+            arr = arr[keys[0]]
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        raise InputError(f"{role} file {p} has non-numeric dtype {arr.dtype}")
+    return arr, p
+
+
+_PRED_KEYS = ("predictors", "X", "x", "X_lr")
+_OBS_KEYS = ("obs", "Y", "y", "Y_hr", "target")
+
+
+def _pick(d: dict[str, Any], keys: Sequence[str], p: Path, role: str) -> np.ndarray:
+    for k in keys:
+        if k in d:
+            return np.asarray(d[k], dtype=np.float32)
+    raise InputError(f"{role} file {p} has keys {sorted(d)}; expected one of {list(keys)}")
+
+
+def read_norm_stats(path: str | Path, role: str, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """SRDRN normalisation statistics -> ``(predictor stat, obs stat)``.
+
+    Accepted layouts (our assumption; SRDRN's own files are plain arrays):
+    - ``.json`` or ``.npz`` with keys ``predictors`` (scalar, ``(C,)`` or ``(h, w, C)``) and
+      ``obs`` (scalar or ``(H, W)``); aliases X/x/X_lr and Y/y/Y_hr/target;
+    - ``.npy`` of shape ``(C + 1,)``: one value per predictor channel, then the obs value last.
+    Pickled ``.npy`` dicts are refused (loading them would run code); re-save as .npz or .json.
+    """
+    p = require_file(path, role)
+    if p.suffix == ".json":
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{role} file {p} is not valid JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise InputError(f"{role} file {p} must hold an object with predictors/obs keys")
+        return _pick(d, _PRED_KEYS, p, role), _pick(d, _OBS_KEYS, p, role)
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except ValueError as e:
+        raise InputError(
+            f"{role} file {p} cannot be read without unpickling ({e}); save the statistics as "
+            ".npz or .json with keys 'predictors' and 'obs'"
+        ) from e
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            d = {k: loaded[k] for k in loaded.keys()}
+        return _pick(d, _PRED_KEYS, p, role), _pick(d, _OBS_KEYS, p, role)
+    arr = np.asarray(loaded, dtype=np.float32).ravel()
+    if arr.shape != (n_channels + 1,):
+        raise InputError(
+            f"{role} file {p} has shape {loaded.shape}; expected ({n_channels + 1},) = one value "
+            f"per predictor channel (C={n_channels}) then the obs value, or an .npz/.json with "
+            "keys 'predictors' and 'obs'"
+        )
+    return arr[:n_channels], arr[n_channels]
+
+
+def _broadcast(stat: np.ndarray, shape: tuple[int, ...], what: str) -> None:
+    try:
+        np.broadcast_shapes(stat.shape, shape)
+    except ValueError as e:
+        raise InputError(f"shapes disagree: {what} {stat.shape} vs data {shape}") from e
+
+
+def _denormalise_srdrn(
+    X: np.ndarray, Y: np.ndarray, mean_path: Path, std_path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Invert SRDRN's normalisation: predictors z-score per channel; obs log1p then z-score."""
+    c = X.shape[-1]
+    xm, ym = read_norm_stats(mean_path, "mean", c)
+    xs, ys = read_norm_stats(std_path, "std", c)
+    _broadcast(xm, X.shape[1:], f"predictor means in {mean_path}")
+    _broadcast(xs, X.shape[1:], f"predictor stds in {std_path}")
+    _broadcast(ym, Y.shape[1:], f"obs mean in {mean_path}")
+    _broadcast(ys, Y.shape[1:], f"obs std in {std_path}")
+    X = X * xs + xm
+    Y = np.expm1(Y * ys + ym)
+    # expm1 of a float32 round trip gives -1e-7 for zeros; larger negatives stay (and fail).
+    Y[(Y < 0) & (Y > -1e-3)] = 0.0
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def _predictors_nhwc(arr: np.ndarray, p: Path, role: str) -> np.ndarray:
+    check_ndim(arr.shape, (3, 4), f"{role} file {p}", "(N, h, w, C) channels last or (N, h, w)")
+    return arr[..., None] if arr.ndim == 3 else arr
+
+
+def _obs_nhw(arr: np.ndarray, p: Path, role: str) -> np.ndarray:
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    check_ndim(arr.shape, (3,), f"{role} file {p}", "(N, H, W)")
+    return arr
+
+
+def load_srdrn(
+    predictors: str | Path,
+    obs: str | Path,
+    predictors_test: str | Path | None = None,
+    obs_test: str | Path | None = None,
+    land_mask: str | Path | None = None,
+    mean: str | Path | None = None,
+    std: str | Path | None = None,
+    channel_names: Sequence[str] | None = None,
+    units: str | None = None,
+) -> RawData:
+    """SRDRN arrays; train and test files are concatenated and the test days recorded."""
+    if (predictors_test is None) != (obs_test is None):
+        raise InputError("give both --predictors_test and --obs_test, or neither")
+    if (mean is None) != (std is None):
+        raise InputError("give both --mean and --std (SRDRN normalisation), or neither")
+    xp, xpath = _load_array(predictors, "predictors")
+    yp, ypath = _load_array(obs, "obs")
+    X, Y = _predictors_nhwc(xp, xpath, "predictors"), _obs_nhw(yp, ypath, "obs")
+    check_same_n(len(X), len(Y), f"predictors {xpath}", f"obs {ypath}")
+    files = [("predictors", xpath), ("obs", ypath)]
+    test_idx = None
+    if predictors_test is not None:
+        xt, xtpath = _load_array(predictors_test, "predictors_test")
+        yt, ytpath = _load_array(obs_test, "obs_test")
+        Xt, Yt = _predictors_nhwc(xt, xtpath, "predictors_test"), _obs_nhw(yt, ytpath, "obs_test")
+        check_same_shape(Xt.shape[1:], X.shape[1:], f"predictors_test {xtpath} (h, w, C)",
+                         f"predictors {xpath} (h, w, C)")
+        check_same_shape(Yt.shape[1:], Y.shape[1:], f"obs_test {ytpath} (H, W)",
+                         f"obs {ypath} (H, W)")
+        check_same_n(len(Xt), len(Yt), f"predictors_test {xtpath}", f"obs_test {ytpath}")
+        test_idx = np.arange(len(X), len(X) + len(Xt))
+        X, Y = np.concatenate([X, Xt]), np.concatenate([Y, Yt])
+        files += [("predictors_test", xtpath), ("obs_test", ytpath)]
+    X, Y = X.astype(np.float32, copy=False), Y.astype(np.float32, copy=False)
+    if mean is not None and std is not None:
+        mpath, spath = require_file(mean, "mean"), require_file(std, "std")
+        X, Y = _denormalise_srdrn(X, Y, mpath, spath)
+        files += [("mean", mpath), ("std", spath)]
+    mask = None
+    if land_mask is not None:
+        m, mpath = _load_array(land_mask, "land_mask")
+        check_same_shape(m.shape, Y.shape[1:], f"land_mask {mpath} (H, W)", f"obs {ypath} (H, W)")
+        mask = np.nan_to_num(m.astype(np.float32), nan=0.0) > 0.5
+        files.append(("land_mask", mpath))
+    c = X.shape[-1]
+    names = list(channel_names) if channel_names else [f"ch{i}" for i in range(c)]
+    if len(names) != c:
+        raise InputError(f"--channel_names gives {len(names)} names but predictors {xpath} "
+                         f"have C={c} channels")
+    return RawData(
+        X=np.ascontiguousarray(X.transpose(0, 3, 1, 2)),
+        Y=Y[:, None],
+        channel_names=names,
+        source="srdrn",
+        units=units or DEFAULT_UNITS,
+        x_desc=f"predictors {xpath}",
+        y_desc=f"obs {ypath}",
+        land_mask=mask,
+        test_indices=test_idx,
+        provenance={"inputs": _inputs(files), "srdrn_normalised": mean is not None},
+    )
+
+
+# --------------------------------------------------------------------------------- netcdf
+_CF_UNITS = {"mm h-1": "mm/h", "mm hr-1": "mm/h", "mm/hr": "mm/h", "mm d-1": "mm/day",
+             "mm day-1": "mm/day", "mm/d": "mm/day"}
+
+
+def _open_netcdf(paths: Sequence[Path], names: Sequence[str], time_dim: str) -> Any:
+    """Open the files and concatenate ``names`` along ``time_dim`` (no dask needed)."""
+    import xarray as xr
+
+    parts = []
+    for p in tqdm(paths, desc="reading NetCDF", unit="file", leave=False):
+        try:
+            ds = xr.open_dataset(p)
+        except Exception as e:  # xarray raises many types for unreadable files
+            raise InputError(f"cannot open NetCDF file {p}: {e}") from e
+        missing = [n for n in names if n not in ds.variables]
+        if missing:
+            raise InputError(
+                f"NetCDF file {p} has no variable {missing[0]!r} (has {sorted(map(str, ds.data_vars))})"
+            )
+        for n in names:
+            if time_dim not in ds[n].dims:
+                raise InputError(
+                    f"variable {n!r} in {p} has dims {ds[n].dims}, no time dim {time_dim!r} "
+                    "(set --time_dim)"
+                )
+        parts.append(ds[list(names)].load())
+        ds.close()
+    ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim=time_dim, data_vars="minimal",
+                                                    coords="minimal", compat="override")
+    if time_dim in ds.coords and np.issubdtype(ds[time_dim].dtype, np.datetime64):
+        ds = ds.sortby(time_dim)  # contiguous time blocks need time order
+    return ds
+
+
+def _latlon(da: Any, ydim: str, xdim: str) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(H, W) lat/lon grids from the target's coordinates, when they do not vary by sample."""
+    grids = []
+    for names in (("lat", "latitude"), ("lon", "longitude")):
+        c = next((da.coords[n] for n in names if n in da.coords), None)
+        if c is None:
+            return None, None, "no lat/lon coordinates in the file"
+        if not set(c.dims) <= {ydim, xdim}:
+            return None, None, f"the file's '{c.name}' varies along {c.dims} (not static)"
+        grids.append(c)
+    lat, lon = (g.broadcast_like(da[{d: 0 for d in da.dims if d not in (ydim, xdim)}])
+                .transpose(ydim, xdim).values.astype(np.float32) for g in grids)
+    return lat, lon, f"degrees, from the file's {grids[0].name}/{grids[1].name}"
+
+
+def load_netcdf(
+    paths: Sequence[str | Path],
+    target: str,
+    predictor_vars: Sequence[str],
+    channel_dim: str | None = None,
+    time_dim: str = "time",
+    units: str | None = None,
+) -> RawData:
+    """Target ``(time, y, x)`` and predictors: 3D vars (one channel each) and/or vars with
+    ``channel_dim`` anywhere (moved to axis 1). Channel names from the channel coordinate."""
+    if not paths:
+        raise InputError("no --input NetCDF file given")
+    if not target or not predictor_vars:
+        raise InputError("the netcdf source needs --target VAR and --predictor_vars VAR...")
+    files = [require_file(p, "NetCDF input") for p in paths]
+    ds = _open_netcdf(files, [target, *predictor_vars], time_dim)
+    where = ", ".join(map(str, files))
+    ty = ds[target].squeeze([d for d in ds[target].dims if d != time_dim and ds[target].sizes[d] == 1])
+    if ty.ndim != 3:
+        raise InputError(f"target variable {target!r} in {where} has dims {ty.dims}; "
+                         f"expected ({time_dim}, y, x)")
+    ydim, xdim = [d for d in ty.dims if d != time_dim]
+    Y = ty.transpose(time_dim, ydim, xdim).values.astype(np.float32)[:, None]
+    blocks, names = [], []
+    for v in predictor_vars:
+        da = ds[v]
+        if channel_dim and channel_dim in da.dims:
+            rest = [d for d in da.dims if d not in (time_dim, channel_dim)]
+            if da.ndim != 4:
+                raise InputError(f"predictor variable {v!r} in {where} has dims {da.dims}; "
+                                 f"expected {time_dim}, {channel_dim} and two spatial dims")
+            arr = da.transpose(time_dim, channel_dim, *rest).values
+            labels = (da[channel_dim].values if channel_dim in da.coords
+                      else np.arange(da.sizes[channel_dim]))
+            names += [str(c) if channel_dim in da.coords else f"{v}_{c}" for c in labels]
+        else:
+            if da.ndim != 3:
+                hint = "; pass --channel_dim" if da.ndim == 4 else ""
+                raise InputError(f"predictor variable {v!r} in {where} has dims {da.dims}; "
+                                 f"expected ({time_dim}, y, x) or a --channel_dim{hint}")
+            rest = [d for d in da.dims if d != time_dim]
+            arr = da.transpose(time_dim, *rest).values[:, None]
+            names.append(v)
+        if blocks:
+            check_same_shape(arr.shape[2:], blocks[0].shape[2:], f"predictor {v!r} (h, w)",
+                             f"predictor {predictor_vars[0]!r} (h, w)")
+        blocks.append(arr.astype(np.float32))
+    X = np.concatenate(blocks, axis=1)
+    check_same_n(len(X), len(Y), f"predictors {list(predictor_vars)} in {where}",
+                 f"target {target!r}")
+    attr_units = ds[target].attrs.get("units")
+    lat, lon, latlon_note = _latlon(ty, ydim, xdim)
+    time = ds[time_dim].values if time_dim in ds.coords else None
+    return RawData(
+        X=X,
+        Y=Y,
+        channel_names=names,
+        source="netcdf",
+        units=units or _CF_UNITS.get(str(attr_units), attr_units) or DEFAULT_UNITS,
+        x_desc=f"predictors {list(predictor_vars)} in {where}",
+        y_desc=f"target {target!r} in {where}",
+        lat=lat,
+        lon=lon,
+        time=time,
+        provenance={
+            "inputs": _inputs([("netcdf", p) for p in files]),
+            "units_attr": attr_units,
+            "variables": {"target": target, "predictors": list(predictor_vars),
+                          "channel_dim": channel_dim, "time_dim": time_dim,
+                          "target_dims": [time_dim, ydim, xdim]},
+            "lat_lon": latlon_note,
+            "time_range": [str(time[0]), str(time[-1])] if time is not None and len(time) else None,
+        },
+    )

@@ -1,0 +1,84 @@
+"""The tracking layer against a real mlflow server and a sqlite store (no mocks)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_port, run_cli
+from mlflow.tracking import MlflowClient
+
+from precipgen import tracking
+
+
+def test_unreachable_server_fails_fast_naming_uri(monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.monotonic()
+    with pytest.raises(tracking.TrackingError, match=uri.replace(".", r"\.")):
+        with tracking.start_run("test"):
+            pass
+    assert time.monotonic() - t0 < 15
+
+
+def test_unreachable_server_from_the_cli(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    proc = run_cli("prepare", "--days", "30", "--output", str(tmp_path / "out"),
+                   env={"MLFLOW_TRACKING_URI": uri}, check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"cannot reach the MLflow tracking server at {uri}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+    assert time.monotonic() - t0 < 60  # the check itself is < 15 s; the rest is imports
+
+
+def test_params_flattened_batched_truncated(sqlite_tracking):
+    long = "x" * (tracking.MAX_PARAM_LEN + 50)
+    many = {f"p{i}": i for i in range(250)}  # > one batch of 100
+    with tracking.start_run("test", params={"a": {"b": 1, "c": {"d": "e"}}, "long": long,
+                                            "many": many}) as run:
+        run.log_metrics({"m": 1.5, "nan": float("nan")}, step=0)
+        run.log_metrics({"m": 2.5}, step=1)
+    r = MlflowClient(sqlite_tracking).get_run(run.run_id)
+    p = r.data.params
+    assert p["a.b"] == "1" and p["a.c.d"] == "e"
+    assert len(p["long"]) == tracking.MAX_PARAM_LEN and p["long"].endswith(tracking.TRUNC_MARK)
+    assert len([k for k in p if k.startswith("many.")]) == 250
+    assert r.data.tags["precipgen.entry_point"] == "test"
+    assert r.info.status == "FINISHED"
+    hist = MlflowClient(sqlite_tracking).get_metric_history(run.run_id, "m")
+    assert [(m.step, m.value) for m in hist] == [(0, 1.5), (1, 2.5)]  # async logging flushed
+    assert "nan" not in r.data.metrics
+
+
+def test_failed_step_marks_run_failed(sqlite_tracking):
+    with pytest.raises(ValueError), tracking.start_run("test") as run:
+        raise ValueError("boom")
+    assert MlflowClient(sqlite_tracking).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_resolve_local_and_runs_uri_against_server(tracking_server, tmp_path):
+    out = tmp_path / "produced"
+    out.mkdir()
+    (out / "thing.json").write_text('{"a": 1}')
+    arr = np.arange(6, dtype=np.float32)
+    np.save(out / "arr.npy", arr)
+    with tracking.start_run("test") as run:
+        run.log_artifacts(out, "stuff")
+        run.log_dataset(out, "abc123", name="ds")
+        tracking.mark_output(out, run.run_id)
+    local = tracking.resolve(str(out))
+    assert local.path == out and local.run_id == run.run_id
+    remote = tracking.resolve(f"runs:/{run.run_id}/stuff", dst=tmp_path / "dl")
+    assert remote.run_id == run.run_id
+    np.testing.assert_array_equal(np.load(Path(remote.path) / "arr.npy"), arr)
+    (inp,) = MlflowClient(tracking_server).get_run(run.run_id).inputs.dataset_inputs
+    assert inp.dataset.digest == "abc123" and inp.dataset.name == "ds"
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        tracking.resolve(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="no registered model for models:/nope@best"):
+        tracking.resolve("models:/nope@best")
+    assert run.url.startswith(tracking_server) and run.run_id in run.url
