@@ -56,7 +56,9 @@ def empty_to_none(value: str | None) -> str | None:
     return value if value not in (None, "", "None", "none") else None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(step: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``step``'s module is imported to add its arguments (so a
+    bad-input error or ``--help`` of one step does not pay for importing torch and the models)."""
     parser = argparse.ArgumentParser(
         prog="precipgen", description="Generative precipitation downscaling, tracked in MLflow."
     )
@@ -64,22 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", metavar="STEP")
     for name, (module, help_text) in available_steps().items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        add_common_arguments(sp)
-        importlib.import_module(module).add_arguments(sp)
+        if name == step:
+            add_common_arguments(sp)
+            importlib.import_module(module).add_arguments(sp)
         sp.set_defaults(_module=module)
     return parser
 
 
+def _requested_step(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_requested_step(argv))
     args = parser.parse_args(argv)
     if not args.step:
         parser.print_help()
         return 2
+    from precipgen.tracking import TrackingError
+
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, TrackingError) as e:
         # User errors: one clear line, no traceback.
         print(f"precipgen {args.step}: error: {e}", file=sys.stderr)
         return 2
