@@ -1,22 +1,22 @@
-"""``make demo``: the pipeline on the embedded synthetic defaults, then where to look.
+"""``make demo``: the whole pipeline (``precipgen main --profile quick``) on the embedded
+synthetic data, then where to look.
 
-Tracking goes to ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. Each later
-step appends one entry to :data:`STEPS` (with a quick profile, so the demo stays short).
+Tracking goes to ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. Steps
+whose inputs did not change are reused from an earlier demo run.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from precipgen import cli
 from precipgen.config import REPO_ROOT
 
-PREPARED = REPO_ROOT / "data" / "prepared"
-
-# (step, argv) run in order; a failing step stops the demo.
+ROOT = Path("outputs") / "pipeline-quick"
 STEPS: list[tuple[str, list[str]]] = [
-    ("prepare", ["prepare", "--source", "synthetic", "--output", str(PREPARED), "--overwrite"]),
+    ("main", ["main", "--profile", "quick", "--output_root", str(ROOT)]),
 ]
 
 
@@ -30,7 +30,9 @@ def main() -> int:
             print(f"demo: step {name} failed (exit {rc})", file=sys.stderr)
             return rc
     print("\ndemo done.")
-    print(f"  prepared dataset: {PREPARED}")
+    print(f"  prepared dataset: {REPO_ROOT / ROOT / 'prepared'}")
+    print(f"  models, samples:  {REPO_ROOT / ROOT}/{{vae3d,crps,cvae,synth,augmented}}")
+    print(f"  report:           {REPO_ROOT / 'reports' / 'evaluate-quick' / 'report.html'}")
     if uri and uri.startswith(("http://", "https://")):
         print(f"  MLflow runs:      {uri}  (open it in a browser)")
     elif uri:

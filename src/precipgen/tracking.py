@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -377,22 +376,40 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]
 
 
-def find_finished_run(entry_point: str, params: dict[str, str], experiment: str = "precipgen") -> str | None:
-    """A FINISHED run of ``entry_point`` whose params match ``params`` (pipeline step reuse)."""
-    setup()
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = MlflowClient().search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.`precipgen.entry_point` = '{entry_point}' and attributes.status = 'FINISHED'",
-        max_results=200,
+# ---------------------------------------------------------------- multi-step workflows
+def create_child_run(parent_run_id: str, name: str, tags: dict[str, str]) -> str:
+    """A run nested under ``parent_run_id`` for a step that a subprocess will fill in
+    (it picks the run up through ``MLFLOW_RUN_ID``)."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(
+        parent.info.experiment_id,
+        run_name=name,
+        tags={"mlflow.parentRunId": parent_run_id, **tags},
     )
-    for r in runs:
-        if all(r.data.params.get(k) == str(v) for k, v in params.items()):
-            return r.info.run_id
-    return None
+    return run.info.run_id
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+def find_finished_run_by_tag(key: str, value: str, experiment_id: str) -> str | None:
+    """The newest FINISHED run whose tag ``key`` equals ``value`` (step reuse)."""
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def run_status(run_id: str) -> str:
+    return MlflowClient().get_run(run_id).info.status
+
+
+def terminate_run(run_id: str, status: str) -> None:
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+def set_run_tags(run_id: str, tags: dict[str, Any]) -> None:
+    client = MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))

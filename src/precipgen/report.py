@@ -1,0 +1,154 @@
+"""Evaluation reports: ``report.md`` (figures as PNG files beside it), ``report.html`` (figures
+embedded as base64 PNG: one self-contained file) and ``evaluation.json`` (every number)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from precipgen.data.store import write_json
+
+MODEL_PREFIXES = ("det", "gen", "cvae", "oracle")
+PREFIX_NAMES = {"det": "deterministic", "gen": "generative", "cvae": "cVAE", "oracle": "oracle"}
+
+
+@dataclass
+class ReportFigure:
+    name: str  # file stem, e.g. "rank_histogram"
+    title: str
+    figure: Figure
+    caption: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    header: dict[str, Any]  # what was evaluated: models, URIs, run ids, data, split
+    metrics: dict[str, float]
+    figures: list[ReportFigure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    console: str = ""  # the console sections, reproduced verbatim
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            return "n/a"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return str(v)
+
+
+def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """``{score: {prefix: value}}`` for per-model metrics, and the rest."""
+    table: dict[str, dict[str, float]] = {}
+    rest: dict[str, float] = {}
+    for k, v in sorted(metrics.items()):
+        prefix, _, name = k.partition("_")
+        if prefix in MODEL_PREFIXES and name:
+            table.setdefault(name, {})[prefix] = v
+        else:
+            rest[k] = v
+    return table, rest
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def tables(metrics: dict[str, float]) -> list[tuple[str, list[list[str]]]]:
+    per_model, rest = split_metrics(metrics)
+    present = [p for p in MODEL_PREFIXES if any(p in row for row in per_model.values())]
+    t1 = [["score", *[PREFIX_NAMES[p] for p in present]]]
+    t1 += [[name, *[fmt(row.get(p, float("nan"))) for p in present]]
+           for name, row in per_model.items()]
+    t2 = [["metric", "value"]] + [[k, fmt(v)] for k, v in rest.items()]
+    return [("Scores per model", t1), ("Comparisons, indicators and experiments", t2)]
+
+
+def write_report(out_dir: Path, report: Report, evaluation: dict[str, Any]) -> dict[str, Path]:
+    """Write figures, ``report.md``, ``report.html`` and ``evaluation.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    pngs: dict[str, Path] = {}
+    for f in report.figures:
+        path = fig_dir / f"{f.name}.png"
+        f.figure.savefig(path, dpi=100)
+        pngs[f.name] = path
+
+    header_rows = [["item", "value"]] + [[k, fmt(v)] for k, v in report.header.items()]
+    md = [f"# {report.title}", "", _md_table(header_rows), ""]
+    if report.notes:
+        md += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
+    if report.console:
+        md += ["## Summary (console)", "", "```", report.console.rstrip(), "```", ""]
+    md += ["## Figures", ""]
+    for f in report.figures:
+        md += [f"### {f.title}", "", f"![{f.title}](figures/{f.name}.png)", ""]
+        if f.caption:
+            md += [f.caption, ""]
+    for title, rows in tables(report.metrics):
+        md += [f"## {title}", "", _md_table(rows), ""]
+    (out_dir / "report.md").write_text("\n".join(md))
+
+    body = [f"<h1>{html.escape(report.title)}</h1>", _html_table(header_rows)]
+    if report.notes:
+        body += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in report.notes]
+        body += ["</ul>"]
+    if report.console:
+        body += ["<h2>Summary (console)</h2>", f"<pre>{html.escape(report.console)}</pre>"]
+    body += ["<h2>Figures</h2>"]
+    for f in report.figures:
+        b64 = base64.b64encode(pngs[f.name].read_bytes()).decode()
+        body += [f"<h3>{html.escape(f.title)}</h3>",
+                 f'<img alt="{html.escape(f.title)}" src="data:image/png;base64,{b64}">']
+        if f.caption:
+            body += [f"<p>{html.escape(f.caption)}</p>"]
+    for title, rows in tables(report.metrics):
+        body += [f"<h2>{html.escape(title)}</h2>", _html_table(rows)]
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:"
+             "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+             "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
+    (out_dir / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}"
+        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    )
+    write_json(out_dir / "evaluation.json", _finite(evaluation))
+    return {"md": out_dir / "report.md", "html": out_dir / "report.html",
+            "json": out_dir / "evaluation.json", **{f"fig_{k}": v for k, v in pngs.items()}}
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar
+        return _finite(obj.item())
+    return obj
+
+
+def load_evaluation(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
