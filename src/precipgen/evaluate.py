@@ -332,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
               f"{metrics['det_CRPS']:.4f} vs generative {metrics['gen_CRPS']:.4f} "
               f"({metrics['crps_improvement_pct']:.1f}%), spread-skill "
               f"{metrics['gen_spread_skill']:.2f}; report {report_dir / 'report.html'} | "
-              + (r.url if r.url.startswith("run ") else f"run {r.url}"))
+              f"run {r.url}")
     return 0
 
 

@@ -25,7 +25,10 @@ from precipgen.config import REPO_ROOT, split_overrides
 PROFILES: dict[str, dict[str, object]] = {
     # Small grid, few epochs: the whole pipeline in minutes on 2 CPU cores.
     "quick": {"config": "configs/quick.yaml", "days": 730, "height": 72, "width": 60,
-              "factor": 12, "num_samples": 8, "max_days": 60},
+              "factor": 12, "num_samples": 8, "max_days": 0},
+    # Plumbing smoke test (the test suite): seconds per step, models learn little.
+    "tiny": {"config": "configs/tiny.yaml", "days": 160, "height": 24, "width": 24,
+             "factor": 4, "num_samples": 4, "max_days": 0},
     # The seed's sizes: 156 x 132 from 13 x 11, full configs (hours on a CPU; use a GPU).
     "full": {"config": "configs/default.yaml", "days": 3000, "height": 156, "width": 132,
              "factor": 12, "num_samples": 10, "max_days": 0},

@@ -203,7 +203,6 @@ def _run(args: argparse.Namespace, cfg: Config, out: Path) -> int:
     print(
         f"prepare: {s['days_total']} days (train {s['days_train']} / val {s['days_val']} / "
         f"test {s['days_test']}), {s['heavy_days']} heavy, P95={s['P95']:.2f} {raw.units}, "
-        f"P99={s['P99']:.2f} {raw.units} -> {out} | "
-        + (url if url.startswith("run ") else f"run {url}")
+        f"P99={s['P99']:.2f} {raw.units} -> {out} | run {url}"
     )
     return 0

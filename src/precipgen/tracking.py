@@ -115,7 +115,7 @@ class Run:
         if self.uri.startswith("http"):
             base = self.uri.rstrip("/")
             return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-        return f"run {self.run_id} in {self.uri} (open with `make ui`)"
+        return f"{self.run_id} in {self.uri} (open with `make ui`)"
 
     # ---- params / tags / metrics ----
     def log_params(self, params: dict[str, Any]) -> None:

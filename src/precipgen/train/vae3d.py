@@ -228,5 +228,5 @@ def run(args: argparse.Namespace) -> int:
             {"num_samples": 1, "mode": "deterministic", "temperature": 1.0, "seed": 0},
         )
         print(f"pretrain_vae: best val_MSE={res.best_metric:.6f} at epoch {res.best_epoch}; "
-              f"{res.best_path}; registered {REGISTERED_NAME} v{version} (@latest); {r.url}")
+              f"{res.best_path}; registered {REGISTERED_NAME} v{version} (@latest) | run {r.url}")
     return 0
