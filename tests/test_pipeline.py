@@ -15,7 +15,8 @@ STEPS = ["prepare", "pretrain_vae", "finetune_crps", "train_cvae", "sample", "ev
 @pytest.mark.slow
 def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: str, tmp_path: Path):
     root = tmp_path / "pipe"
-    args = ["main", "--profile", "tiny", "--output_root", str(root), "--skip_augmentation"]
+    args = ["main", "--profile", "tiny", "--output_root", str(root), "--skip_augmentation",
+            "--report_dir", str(tmp_path / "reports")]
     first = run_cli(*args, timeout=900)
     assert "6 steps (0 reused)" in first.stdout
 
@@ -35,6 +36,7 @@ def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: st
     assert by_entry["evaluate"].data.tags["upstream.deterministic_run_id"] == pre_id
     assert parent.data.tags["step.evaluate_run_id"] == by_entry["evaluate"].info.run_id
     assert (root / "prepared" / "metadata" / "provenance.json").exists()
+    assert (tmp_path / "reports" / "evaluate-tiny" / "report.html").exists()
 
     second = run_cli(*args, timeout=900)
     assert "6 steps (6 reused" in second.stdout

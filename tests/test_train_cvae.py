@@ -39,7 +39,7 @@ def read_csv(path: Path) -> list[dict[str, float]]:
 
 
 def run_id_from(text: str) -> str:
-    m = re.search(r"MLflow run: .*?(?:runs/|run )([0-9a-f]{32})", text)
+    m = re.search(r"MLflow run: (?:.*?runs/)?([0-9a-f]{32})", text)
     assert m, f"no MLflow run line in:\n{text}"
     return m.group(1)
 

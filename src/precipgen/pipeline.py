@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument("--output_root", default=None,
                    help="where local outputs go (default outputs/pipeline-<profile>)")
+    p.add_argument("--report_dir", default="reports",
+                   help="evaluation reports go to <report_dir>/evaluate-<profile>/")
     p.add_argument("--seed", type=lambda v: int(float(v or 0)), default=0,
                    help="data generator seed")
     p.add_argument("--force", action="store_true", help="re-run every step, reusing nothing")
@@ -57,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _step_key(step: Step, profile: str) -> str:
-    payload = {"step": step.name, "argv": step.argv, "profile": profile,
-               "version": __version__, "git": tracking.git_info().get("git_commit", "")}
+    git = tracking.git_info()  # uncommitted code is another code version: never reused as clean
+    payload = {"step": step.name, "argv": step.argv, "profile": profile, "version": __version__,
+               "git": git.get("git_commit", ""), "dirty": git.get("git_dirty", "")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -95,7 +98,10 @@ def _run_step(step: Step, parent_id: str, experiment_id: str, profile: str, forc
 
 def run(args: argparse.Namespace) -> int:
     profile = PROFILES[args.profile]
-    root = Path(args.output_root or f"outputs/pipeline-{args.profile}")
+    # Steps run in the repo root: make user paths absolute against where the user stands.
+    root = Path(args.output_root or REPO_ROOT / f"outputs/pipeline-{args.profile}").resolve()
+    reports = Path(args.report_dir or "reports")
+    reports = (reports if reports.is_absolute() else REPO_ROOT / reports).resolve()
     common = _common(args, profile)
     prepared, synth = root / "prepared", root / "synth"
 
@@ -136,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                     "--generative", f"runs:/{gen.run_id}/model",
                     "--cvae", f"runs:/{cvae.run_id}/model",
                     "--num_samples", str(profile["num_samples"]),
-                    "--run_name", f"evaluate-{args.profile}"]
+                    "--run_name", f"evaluate-{args.profile}", "--report_dir", str(reports)]
         if profile["max_days"]:
             evaluate += ["--max_days", str(profile["max_days"])]
         if not args.skip_augmentation:
@@ -144,5 +150,6 @@ def run(args: argparse.Namespace) -> int:
         go(Step("evaluate", evaluate))
         reused = [s.name for s in steps.values() if s.reused]
         print(f"main: {len(steps)} steps ({len(reused)} reused{': ' + ', '.join(reused) if reused else ''})"
-              f"; outputs under {root}, report under reports/evaluate-{args.profile}/ | run {parent.url}")
+              f"; outputs under {root}, report {reports / f'evaluate-{args.profile}' / 'report.html'} "
+              f"| run {parent.url}")
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from precipgen.data.store import write_json
+from precipgen.data.store import AtomicDir, write_json
 
 MODEL_PREFIXES = ("det", "gen", "cvae", "oracle")
 PREFIX_NAMES = {"det": "deterministic", "gen": "generative", "cvae": "cVAE", "oracle": "oracle"}
@@ -85,8 +85,17 @@ def tables(metrics: dict[str, float]) -> list[tuple[str, list[list[str]]]]:
 
 
 def write_report(out_dir: Path, report: Report, evaluation: dict[str, Any]) -> dict[str, Path]:
-    """Write figures, ``report.md``, ``report.html`` and ``evaluation.json`` into ``out_dir``."""
-    out_dir = Path(out_dir)
+    """Write figures, ``report.md``, ``report.html`` and ``evaluation.json`` into ``out_dir``.
+
+    Written into a temporary sibling and renamed, so a re-run never leaves a mix of old and new
+    figures, and a failure leaves the previous report intact."""
+    final = Path(out_dir)
+    with AtomicDir(final, overwrite=True) as tmp:
+        written = _write_files(tmp, report, evaluation)
+    return {k: final / v.relative_to(tmp) for k, v in written.items()}
+
+
+def _write_files(out_dir: Path, report: Report, evaluation: dict[str, Any]) -> dict[str, Path]:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, Path] = {}

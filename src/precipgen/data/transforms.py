@@ -118,12 +118,14 @@ class Normalization:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
-PRECIP_LIKE = ("pr", "precip", "mean_t", "mean_tminus1", "rain", "tp")
+# Names of precipitation-amount channels (CMIP's pr, ERA5's tp, the MRMS block means). Only
+# these get a log1p; a name merely starting with "pr" (pressure, prw, prmsl) does not.
+PRECIP_LIKE = frozenset({"pr", "prc", "prl", "precip", "precipitation", "tp", "rain", "rainfall",
+                         "mean_t", "mean_tminus1"})
 
 
 def is_precip_like(name: str) -> bool:
-    n = name.lower()
-    return any(n == p or n.startswith(p + "_") for p in PRECIP_LIKE) or n.startswith("pr")
+    return name.lower() in PRECIP_LIKE
 
 
 def fit_normalization(
@@ -148,7 +150,12 @@ def fit_normalization(
     t_mean = s / max(n, 1)
     t_std = float(np.sqrt(max(s2 / max(n, 1) - t_mean**2, 1e-12)))
     c = x_train.shape[1]
-    logm = [is_precip_like(nm) for nm in channel_names]
+    # log1p only for precipitation amounts that are never negative in training: a signed
+    # channel (an anomaly) would lose its negative half and could not be inverted.
+    cmin = np.full(c, np.inf)
+    for i in range(0, len(x_train), chunk):
+        cmin = np.minimum(cmin, np.nanmin(np.asarray(x_train[i : i + chunk]), axis=(0, 2, 3)))
+    logm = [is_precip_like(nm) and bool(cmin[k] >= 0) for k, nm in enumerate(channel_names)]
     cs = np.zeros(c)
     cs2 = np.zeros(c)
     cn = 0

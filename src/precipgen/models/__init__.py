@@ -51,4 +51,8 @@ def load_generator(checkpoint: Path, normalization: Path) -> Any:
     if kind not in _MODULES:
         raise ValueError(f"checkpoint {checkpoint} has unknown kind {kind!r}")
     importlib.import_module(_MODULES[kind])
-    return _LOADERS[kind](ckpt, Normalization.load(normalization))
+    # The checkpoint's own transform is the one the model was trained with; the file beside it
+    # is only a fallback for checkpoints that do not carry one.
+    stored = ckpt.get("normalization")
+    norm = Normalization.from_json(dict(stored)) if stored else Normalization.load(normalization)
+    return _LOADERS[kind](ckpt, norm)

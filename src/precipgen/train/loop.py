@@ -189,6 +189,11 @@ def fit(
 
     start_epoch, history = 1, []
     best_metric, best_epoch, no_improve = math.inf, 0, 0
+    logged_iter_steps = 0  # resume: iteration metrics up to here are already in MLflow
+    if not resume and is_main:
+        # A fresh run never inherits (and later registers) an earlier run's checkpoints.
+        for stale in (best_path, last_path):
+            stale.unlink(missing_ok=True)
     if resume:
         if not last_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last_path}")
@@ -201,8 +206,15 @@ def fit(
         history = list(ck["history"])
         best_metric, best_epoch = float(ck["best_metric"]), int(ck["best_epoch"])
         no_improve = int(ck["epochs_no_improve"])
+        if is_main:
+            _rewrite_history_csv(out / cfg.log_csv, history)
         if is_main and run is not None:
             _relog_missing(run, history)
+            if cfg.iteration_csv:
+                from precipgen.tracking import metric_history
+
+                logged_iter_steps = max((s for s, _ in metric_history(run.run_id, "iter_loss")),
+                                        default=0)
 
     ddp_model: nn.Module = model
     if distributed:
@@ -257,7 +269,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v
             if cfg.iteration_csv:
                 iter_rows.append({"epoch": epoch, "iteration": global_step, **logs})
-                if is_main and run is not None:
+                if is_main and run is not None and global_step > logged_iter_steps:
                     run.log_metrics({f"iter_{k}": v for k, v in logs.items()}, step=global_step)
             bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}")
             bar.update()
@@ -278,7 +290,11 @@ def fit(
             if cfg.select_metric not in metrics:
                 raise KeyError(f"select metric '{cfg.select_metric}' not among {sorted(metrics)}")
             value = metrics[cfg.select_metric]
-            improved = value < best_metric
+            # NaN (e.g. no validation pixel reached P95) never counts as better, but the first
+            # epoch always writes a best checkpoint, and any finite value beats a NaN best.
+            improved = best_epoch == 0 or (
+                math.isfinite(value) and (value < best_metric or not math.isfinite(best_metric))
+            )
             if improved:
                 best_metric, best_epoch, no_improve = value, epoch, 0
             else:
@@ -369,6 +385,14 @@ def _rewrite_csv(path: Path, row: dict[str, float]) -> None:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows([*rows, row])
+
+
+def _rewrite_history_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """Resume: the CSV holds exactly the checkpointed epochs (a crash between checkpoint and CSV
+    append would otherwise lose a row, or a crash after it leave one the checkpoint lacks)."""
+    path.unlink(missing_ok=True)
+    for row in history:
+        _append_csv(path, row)
 
 
 def _relog_missing(run: Any, history: list[dict[str, float]]) -> None:
