@@ -143,3 +143,19 @@ def test_metrics_are_finite_and_lr_logged(tmp_path: Path) -> None:
     m = res.history[0]
     assert m["lr"] == 0.05 and all(math.isfinite(v) for v in m.values())
     assert "train_mse" in m and 0 <= m["data_fraction"] <= 1
+
+
+def test_nan_select_metric_never_keeps_an_earlier_runs_best(tmp_path: Path) -> None:
+    """A dry validation block makes val_MAE_tail NaN; the run must still write (and later
+    register) its own best checkpoint, not one left in the directory by an earlier run."""
+    best = tmp_path / "checkpoints" / "model_best.pt"
+    best.parent.mkdir(parents=True)
+    torch.save({"kind": "toy", "marker": "OLD RUN"}, best)
+    res, _ = train(tmp_path, ToyTask(val_metric=lambda e: math.nan), select_metric="val_other")
+    ck = load_checkpoint(res.best_path)
+    assert "marker" not in ck and ck["epoch"] == 1
+
+    nan_until = {1: math.nan, 2: math.nan, 3: 0.5, 4: 0.7}
+    res, _ = train(tmp_path, ToyTask(val_metric=lambda e: nan_until[e]), select_metric="val_other")
+    assert res.best_epoch == 3  # the first finite value beats a NaN best
+    assert load_checkpoint(res.best_path)["epoch"] == 3
