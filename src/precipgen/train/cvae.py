@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from precipgen.models import load_checkpoint
 from precipgen.models.cvae import CVAE
 from precipgen.train.cvae_loss import CVAELoss
 from precipgen.train.loop import (
+    FitResult,
     LoopConfig,
     NonFiniteLossError,
     StepOutput,
@@ -272,7 +274,29 @@ def open_dataset(path: Path, batch_size: int, world: int) -> PreparedDataset:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, flag_overrides(args))
-    resume = truthy(args.resume)
+    try:
+        train(cfg, resume=truthy(args.resume))
+    except NonFiniteLossError as e:
+        print(f"precipgen train_cvae: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    run: tracking.Run | None = None,
+    on_epoch_end: Callable[[int, dict[str, float], nn.Module], None] | None = None,
+    register: bool = True,
+) -> tuple[str | None, FitResult]:
+    """Train the cVAE described by ``cfg``; the library form of ``precipgen train_cvae``.
+
+    ``run``: log into this (already active, e.g. nested) run instead of starting one; used by
+    ``precipgen tune``. ``on_epoch_end(epoch, metrics, model)`` runs after each epoch's metrics
+    are logged; raising from it stops training (pruning). ``register=False`` skips the
+    checkpoint artifacts and the model registry. Returns (run id or None off rank 0, result).
+    """
     rank, world, _ = dist_info()
     is_main = rank == 0
     t = cfg.train
@@ -324,47 +348,65 @@ def run(args: argparse.Namespace) -> int:
         best_name=CKPT_BEST, last_name=CKPT_LAST, epoch_name=CKPT_EPOCH, log_csv=LOG_CSV,
         summary=summary_line(t.epochs),
     )
-    run_ctx = (
-        tracking.start_run("train_cvae", params=cfg.flat(), run_id=run_id,
-                           config_yaml=cfg.to_yaml(), tags={"precipgen.model_kind": "cvae"})
-        if is_main else contextlib.nullcontext(None)
-    )
+    params, tags = cfg.flat(), {"precipgen.model_kind": "cvae"}
+    if not is_main:
+        run_ctx: Any = contextlib.nullcontext(None)
+    elif run is not None:  # the caller owns the run: log what start_run would have
+        run.log_params(params)
+        run.set_tags(tags)
+        run.log_text(cfg.to_yaml(), "config.yaml")
+        run_ctx = contextlib.nullcontext(run)
+    else:
+        run_ctx = tracking.start_run("train_cvae", params=params, run_id=run_id,
+                                     config_yaml=cfg.to_yaml(), tags=tags)
+
+    def epoch_end(epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        task.on_epoch_end(epoch, metrics, model)  # figures first: a pruned epoch keeps them
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics, model)
+
     try:
-        with run_ctx as run:
-            task.run = run
-            if run is not None:
-                run.log_dataset(ds.root, ds.digest, name=ds.root.name, context="training",
-                                profile={"n_days": ds.n_days, "hr_shape": ds.hr_shape,
-                                         "lr_shape": ds.lr_shape, "channels": ds.n_channels})
-                run.set_lineage({"dataset": data.run_id})
-            result = fit(task, train_data, sampler, t.batch_size, loop_cfg, run=run,
-                         resume=resume, on_epoch_end=task.on_epoch_end,
+        with run_ctx as active:
+            task.run = active
+            if active is not None:
+                active.log_dataset(ds.root, ds.digest, name=ds.root.name, context="training",
+                                   profile={"n_days": ds.n_days, "hr_shape": ds.hr_shape,
+                                            "lr_shape": ds.lr_shape, "channels": ds.n_channels})
+                active.set_lineage({"dataset": data.run_id})
+            result = fit(task, train_data, sampler, t.batch_size, loop_cfg, run=active,
+                         resume=resume, on_epoch_end=epoch_end,
                          num_workers=cfg.data.num_workers)
-            if run is not None:
-                finish(run, result, ds, out, t.select_metric)
-    except NonFiniteLossError as e:
-        print(f"precipgen train_cvae: error: {e}", file=sys.stderr)
-        return 2
+            if active is not None:
+                finish(active, result, ds, out, t.select_metric, register=register)
+            return (active.run_id if active is not None else None), result
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    return 0
 
 
-def finish(run: tracking.Run, result: Any, ds: PreparedDataset, out: Path, select: str) -> None:
-    """Artifacts, the registered model, and the final console line (rank 0)."""
+def finish(run: tracking.Run, result: FitResult, ds: PreparedDataset, out: Path, select: str,
+           register: bool = True) -> None:
+    """Artifacts, the registered model, and the final console line (rank 0).
+
+    ``register=False`` (tuning trials): metrics and the CSV log only; checkpoints stay in
+    ``out`` and nothing enters the model registry.
+    """
     best = result.best_path if result.best_path.exists() else result.last_path
     run.log_metrics({f"best_{select}": result.best_metric, "best_epoch": result.best_epoch})
+    run.log_artifact(out / LOG_CSV, "logs")
+    tracking.mark_output(out, run.run_id)
+    stopped = " (early stopping)" if result.stopped_early else ""
+    if not register:
+        print(f"train_cvae done{stopped}: best {select}={result.best_metric:.4f} at epoch "
+              f"{result.best_epoch}; checkpoint {best}\nMLflow run: {run.url}")
+        return
     run.log_artifact(best, "checkpoints")
     run.log_artifact(result.last_path, "checkpoints")
-    run.log_artifact(out / LOG_CSV, "logs")
     version = tracking.log_generator_model(
         best, ds.root / "metadata" / "normalization.json", registered_name="cvae",
         example_input=np.asarray(ds.X_lr[:1], dtype=np.float32),
         default_params={"num_samples": 1, "mode": "prior", "temperature": 1.0, "seed": 0},
     )
-    tracking.mark_output(out, run.run_id)
-    stopped = " (early stopping)" if result.stopped_early else ""
     print(
         f"train_cvae done{stopped}: best {select}={result.best_metric:.4f} at epoch "
         f"{result.best_epoch}; checkpoint {best}; registered model cvae version {version} "

@@ -27,7 +27,10 @@ Outputs in ``<output_dir>/vae_generative_crps_<TIMESTAMP>/`` (also MLflow artifa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,14 @@ from precipgen.data.store import PreparedDataset
 from precipgen.models import load_checkpoint
 from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
 from precipgen.scores.crps import chunked_crps_backward, crps_ensemble, crps_loss
-from precipgen.train.loop import LoopConfig, StepOutput, fit, pick_device, seed_everything
+from precipgen.train.loop import (
+    FitResult,
+    LoopConfig,
+    StepOutput,
+    fit,
+    pick_device,
+    seed_everything,
+)
 from precipgen.train.vae3d import (
     Meter,
     example_days,
@@ -163,27 +173,13 @@ def find_checkpoint(path: Path) -> Path:
     raise FileNotFoundError(f"no checkpoint (*.pt, *.pth) found under {path}")
 
 
-def load_pretrained(uri: str | None) -> tuple[SimpleVAE3D, dict[str, Any], str, str | None]:
-    """(model, checkpoint, uri used, producing run id). Empty uri: the latest registered
-    vae3d-deterministic, with a clear error when there is none."""
-    uri = uri or DEFAULT_PRETRAINED
-    if uri == DEFAULT_PRETRAINED:
-        tracking.setup()
-        try:
-            tracking.model_version(uri)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"no --pretrained given and no registered model {DEFAULT_PRETRAINED} in "
-                f"{tracking.tracking_uri()}: run `precipgen pretrain_vae` first, or pass "
-                "--pretrained PATH | runs:/<id>/<path> | models:/<name>@<alias>"
-            ) from e
-    res = tracking.resolve(uri)
-    path = find_checkpoint(res.path)
-    ck = load_checkpoint(path)
+def load_pretrained(ref: Pretrained) -> tuple[SimpleVAE3D, dict[str, Any], str, str | None]:
+    """(fresh model, checkpoint, uri used, producing run id) from a resolved reference."""
+    ck = load_checkpoint(ref.checkpoint)
     if ck.get("kind") != "vae3d":
-        raise ValueError(f"--pretrained {uri}: checkpoint {path} is kind {ck.get('kind')!r}, "
-                         "expected 'vae3d' (from `precipgen pretrain_vae`)")
-    return build_from_checkpoint(ck), ck, uri, res.run_id
+        raise ValueError(f"--pretrained {ref.uri}: checkpoint {ref.checkpoint} is kind "
+                         f"{ck.get('kind')!r}, expected 'vae3d' (from `precipgen pretrain_vae`)")
+    return build_from_checkpoint(ck), ck, ref.uri, ref.run_id
 
 
 def check_fits(ck: dict[str, Any], ds: PreparedDataset) -> None:
@@ -230,19 +226,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, flag_overrides(args, FLAGS))
+    train(cfg, pretrained=args.pretrained, resume_dir=args.resume)
+    return 0
+
+
+@dataclass
+class Pretrained:
+    """A pretrained vae3d checkpoint resolved to a local file (resolve once, train many)."""
+
+    checkpoint: Path
+    uri: str
+    run_id: str | None
+
+
+def resolve_pretrained(uri: str | None) -> Pretrained:
+    """Download/locate the pretrained checkpoint; empty uri: the latest registered
+    vae3d-deterministic, with a clear error when there is none."""
+    uri = uri or DEFAULT_PRETRAINED
+    if uri == DEFAULT_PRETRAINED:
+        tracking.setup()
+        try:
+            tracking.model_version(uri)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"no --pretrained given and no registered model {DEFAULT_PRETRAINED} in "
+                f"{tracking.tracking_uri()}: run `precipgen pretrain_vae` first, or pass "
+                "--pretrained PATH | runs:/<id>/<path> | models:/<name>@<alias>"
+            ) from e
+    res = tracking.resolve(uri)
+    return Pretrained(find_checkpoint(res.path), uri, res.run_id)
+
+
+def train(
+    cfg: Config,
+    *,
+    pretrained: str | Pretrained | None = None,
+    resume_dir: str | None = None,
+    run: tracking.Run | None = None,
+    on_epoch_end: Callable[[int, dict[str, float], torch.nn.Module], None] | None = None,
+    register: bool = True,
+) -> tuple[str, FitResult]:
+    """Fine-tune the decoder; the library form of ``precipgen finetune_crps``.
+
+    ``run``: log into this (already active, e.g. nested) run instead of starting one (tuning
+    trials). ``on_epoch_end`` raising stops training (pruning). ``register=False`` skips the
+    checkpoint artifacts and the model registry. Returns (MLflow run id, fit result).
+    """
     f = cfg.finetune
     ds = PreparedDataset.open(cfg.data.path)
-    model, ck, uri, pretrained_run = load_pretrained(args.pretrained)
+    ref = pretrained if isinstance(pretrained, Pretrained) else resolve_pretrained(pretrained)
+    model, ck, uri, pretrained_run = load_pretrained(ref)
     check_fits(ck, ds)
     window = int(ck.get("window_days", cfg.vae3d.window_days))
-    train = WindowDataset(ds, ds.split["train"], window)
+    train_set = WindowDataset(ds, ds.split["train"], window)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
 
     model.freeze_encoder()
     model.print_parameter_status()
     task = CRPSTask(model, ds, cfg, window, device)
-    out = run_dir(f.output_dir, "vae_generative_crps", args.resume)
+    out = run_dir(f.output_dir, "vae_generative_crps", resume_dir)
     gen_cfg = {**cfg.to_dict(), "pretrained": uri, "pretrained_run_id": pretrained_run,
                "window_days": window, "chunked_gradient": bool(task.chunk)}
     (out / "generative_config.yaml").write_text(yaml.safe_dump(gen_cfg, sort_keys=False))
@@ -257,16 +300,22 @@ def run(args: argparse.Namespace) -> int:
         iteration_csv="crps_generative_iteration_history.csv",
         summary=lambda e, m: f"🎯 CRPS Gen Epoch {e}: CRPS={m['CRPS']:.6f}, Val_CRPS={m['Val_CRPS']:.6f}",
     )
-    resume_id = tracking.producing_run_id(out) if args.resume else None
-    with tracking.start_run("finetune_crps", params=cfg.flat(), config_yaml=cfg.to_yaml(),
-                            run_id=resume_id) as r:
+    if run is not None:  # the caller owns the run: log what start_run would have
+        run.log_params(cfg.flat())
+        run.log_text(cfg.to_yaml(), "config.yaml")
+        run_ctx: Any = contextlib.nullcontext(run)
+    else:
+        resume_id = tracking.producing_run_id(out) if resume_dir else None
+        run_ctx = tracking.start_run("finetune_crps", params=cfg.flat(),
+                                     config_yaml=cfg.to_yaml(), run_id=resume_id)
+    with run_ctx as r:
         tracking.mark_output(out, r.run_id)
         r.log_params({"pretrained": uri, "window_days": window})
         r.set_lineage({"pretrained": pretrained_run, "dataset": log_dataset(r, ds)})
         print(f"CRPS = training loss ({f.crps_kind}, model space); Val_CRPS = fair CRPS in mm "
               f"(m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
-        res = fit(task, train, EpochSampler(len(train), cfg.train.seed), f.batch_size, loop_cfg,
-                  run=r, resume=bool(args.resume))
+        res = fit(task, train_set, EpochSampler(len(train_set), cfg.train.seed), f.batch_size, loop_cfg,
+                  run=r, resume=bool(resume_dir), on_epoch_end=on_epoch_end)
 
         best = next((h for h in res.history if int(h["epoch"]) == res.best_epoch), {})
         variance = float(best.get("generative_variance", float("nan")))
@@ -290,6 +339,10 @@ def run(args: argparse.Namespace) -> int:
                      "generative_config.yaml"):
             if (out / name).exists():
                 r.log_artifact(out / name)
+        if not register:  # tuning trial: checkpoints stay in `out`, nothing is registered
+            print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} mm at epoch "
+                  f"{res.best_epoch}, is_generative={generative}; {out} | run {r.url}")
+            return r.run_id, res
         for ckpt in sorted((out / "checkpoints").glob("*.pth")):
             if ckpt.name != "last_model.pth":  # resume state, not an output
                 r.log_artifact(ckpt, "checkpoints")
@@ -300,5 +353,5 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} mm at epoch {res.best_epoch}, "
               f"is_generative={generative}; {out}; registered {REGISTERED_NAME} v{version} "
-              f"(@latest); {r.url}")
-    return 0
+              f"(@latest) | run {r.url}")
+    return r.run_id, res
