@@ -141,3 +141,34 @@ def test_mlflow_run_finetune_crps(tracking_server, prepared, tmp_path):
     assert "🎯 CRPS Gen Epoch 1: CRPS=" in proc.stdout + proc.stderr
     run_dir = only_dir(tmp_path / "ft")
     assert (run_dir / "checkpoints" / "best_model.pth").exists()
+
+
+def test_ddp_two_processes_pretrain_and_finetune_log_once(sqlite_tracking, prepared, tmp_path):
+    """Both 3D-VAE steps under torchrun (gloo): one MLflow run each, one value per epoch, and the
+    chunked CRPS step (which bypasses DDP's forward) still trains on both ranks."""
+    from mlflow.tracking import MlflowClient
+
+    from precipgen import tracking
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone",
+                "--nproc_per_node", "2", "-m", "precipgen.cli"]
+    for step, extra in (
+        ("pretrain_vae", ["--window_days", "4", "--lr", "1e-3", "--output_dir", str(tmp_path / "pre")]),
+        ("finetune_crps", ["--pretrained", "models:/vae3d-deterministic@latest",
+                           "--crps_samples", "4", "--chunk_size", "2", "--lr", "1e-3",
+                           "--output_dir", str(tmp_path / "crps")]),
+    ):
+        proc = subprocess.run(
+            [*torchrun, step, "--data", str(prepared), "--epochs", "2", "--batch_size", "2", *extra,
+             *TINY], capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((tmp_path / "pre").iterdir())) == 1  # one run dir, made by rank 0
+    assert len(list((tmp_path / "crps").iterdir())) == 1
+    tracking.setup()
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("precipgen")
+    for entry, metric in (("pretrain_vae", "val_MSE"), ("finetune_crps", "Val_CRPS")):
+        runs = client.search_runs([exp.experiment_id], f"tags.`precipgen.entry_point` = '{entry}'")
+        assert len(runs) == 1, entry
+        assert [s for s, _ in tracking.metric_history(runs[0].info.run_id, metric)] == [1, 2]

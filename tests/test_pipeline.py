@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
-
-from tests.conftest import run_cli
 
 STEPS = ["prepare", "pretrain_vae", "finetune_crps", "train_cvae", "sample", "evaluate"]
 

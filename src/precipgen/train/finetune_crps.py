@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import Tensor
@@ -50,6 +51,7 @@ from precipgen.train.loop import (
     FitResult,
     LoopConfig,
     StepOutput,
+    dist_info,
     fit,
     pick_device,
     seed_everything,
@@ -86,6 +88,7 @@ class CRPSTask:
     """Decoder-only CRPS training; validation scores an ensemble in physical units."""
 
     kind = "vae3d"
+    ddp_forward = False  # calls encode/decode_members: the loop averages gradients itself
 
     def __init__(self, model: SimpleVAE3D, ds: PreparedDataset, cfg: Config, window_days: int,
                  device: torch.device):
@@ -191,6 +194,17 @@ def check_fits(ck: dict[str, Any], ds: PreparedDataset) -> None:
             f"dataset {ds.root} has (C, lr grid, hr grid) = {got} but the pretrained model "
             f"expects {want}"
         )
+    # The frozen encoder only understands inputs scaled as in pretraining.
+    stored = ck.get("normalization")
+    if stored:
+        mine, theirs = ds.normalization.to_json(), dict(stored)
+        keys = ("target_mean", "target_std", "channel_mean", "channel_std", "channel_log1p")
+        if not all(np.allclose(mine[k], theirs[k], rtol=1e-5) for k in keys):
+            raise ValueError(
+                f"dataset {ds.root} has another model-space transform than the one the pretrained "
+                f"model was trained with (metadata/normalization.json differs): fine-tune on the "
+                f"prepared dataset the model was pretrained on"
+            )
 
 
 # ------------------------------------------------------------------ the step
@@ -285,10 +299,15 @@ def train(
     model.freeze_encoder()
     model.print_parameter_status()
     task = CRPSTask(model, ds, cfg, window, device)
-    out = run_dir(f.output_dir, "vae_generative_crps", resume_dir)
+    rank, world, _ = dist_info()
+    sampler = EpochSampler(len(train_set), cfg.train.seed, rank=rank, world_size=world)
+    # Under torchrun only rank 0 makes the run dir, the MLflow run and the files.
+    out = (run_dir(f.output_dir, "vae_generative_crps", resume_dir) if rank == 0 or resume_dir
+           else Path(f.output_dir))
     gen_cfg = {**cfg.to_dict(), "pretrained": uri, "pretrained_run_id": pretrained_run,
                "window_days": window, "chunked_gradient": bool(task.chunk)}
-    (out / "generative_config.yaml").write_text(yaml.safe_dump(gen_cfg, sort_keys=False))
+    if rank == 0:
+        (out / "generative_config.yaml").write_text(yaml.safe_dump(gen_cfg, sort_keys=False))
     loop_cfg = LoopConfig(
         epochs=f.epochs, lr=f.lr, output_dir=out, grad_clip=f.grad_clip,
         checkpoint_interval=f.checkpoint_interval, early_stopping_patience=f.early_stopping_patience,
@@ -300,6 +319,9 @@ def train(
         iteration_csv="crps_generative_iteration_history.csv",
         summary=lambda e, m: f"🎯 CRPS Gen Epoch {e}: CRPS={m['CRPS']:.6f}, Val_CRPS={m['Val_CRPS']:.6f}",
     )
+    if rank != 0:
+        return "", fit(task, train_set, sampler, f.batch_size, loop_cfg, run=None,
+                       resume=bool(resume_dir))
     if run is not None:  # the caller owns the run: log what start_run would have
         run.log_params(cfg.flat())
         run.log_text(cfg.to_yaml(), "config.yaml")
@@ -314,7 +336,7 @@ def train(
         r.set_lineage({"pretrained": pretrained_run, "dataset": log_dataset(r, ds)})
         print(f"CRPS = training loss ({f.crps_kind}, model space); Val_CRPS = fair CRPS in mm "
               f"(m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
-        res = fit(task, train_set, EpochSampler(len(train_set), cfg.train.seed), f.batch_size, loop_cfg,
+        res = fit(task, train_set, sampler, f.batch_size, loop_cfg,
                   run=r, resume=bool(resume_dir), on_epoch_end=on_epoch_end)
 
         best = next((h for h in res.history if int(h["epoch"]) == res.best_epoch), {})

@@ -44,6 +44,10 @@ class StepOutput:
 class Task(Protocol):
     kind: str  # checkpoint "kind" (selects the loader in precipgen.models)
     model: nn.Module
+    # False when train_step calls model methods other than forward (the chunked CRPS step calls
+    # encode/decode_members): DDP only syncs gradients through forward, so the loop then
+    # averages gradients across ranks itself. Optional; default True.
+    ddp_forward: bool
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]: ...
 
@@ -217,7 +221,8 @@ def fit(
                                         default=0)
 
     ddp_model: nn.Module = model
-    if distributed:
+    manual_allreduce = distributed and not getattr(task, "ddp_forward", True)
+    if distributed and not manual_allreduce:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -258,6 +263,8 @@ def fit(
                 loss_value = float(step.logs.get("loss", float("nan")))
                 if not math.isfinite(loss_value):
                     raise NonFiniteLossError(_nan_message(epoch, i, loss_value, last_path))
+            if manual_allreduce:
+                _average_gradients(params, world)
             if cfg.grad_clip > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -341,7 +348,16 @@ def fit(
 
     if distributed:
         dist.barrier()
+        dist.destroy_process_group()  # post-fit logging on rank 0 needs no collectives
     return FitResult(history, best_metric, best_epoch, best_path, last_path, stopped_early)
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """What DDP does in its backward hooks, for tasks that bypass ``forward``."""
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
 
 
 def _batches_per_epoch(loader: torch.utils.data.DataLoader, cfg: LoopConfig) -> int:

@@ -28,7 +28,14 @@ from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor, statics_tensor
 from precipgen.data.store import PreparedDataset, dataset_digest
 from precipgen.models.vae3d import SimpleVAE3D, checkpoint_extra
-from precipgen.train.loop import LoopConfig, StepOutput, fit, pick_device, seed_everything
+from precipgen.train.loop import (
+    LoopConfig,
+    StepOutput,
+    dist_info,
+    fit,
+    pick_device,
+    seed_everything,
+)
 
 REGISTERED_NAME = "vae3d-deterministic"
 
@@ -205,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
     model = SimpleVAE3D(ds.n_channels, statics_tensor(ds), ds.lr_shape, v.base_filters,
                         v.latent_channels)
     task = PretrainTask(model, ds, cfg, device)
-    out = run_dir(v.output_dir, "vae3d", args.resume)
+    rank, world, _ = dist_info()
+    # Under torchrun only rank 0 makes the run dir and the MLflow run; the others only train.
+    out = run_dir(v.output_dir, "vae3d", args.resume) if rank == 0 or args.resume else Path(v.output_dir)
     loop_cfg = LoopConfig(
         epochs=v.epochs, lr=v.lr, output_dir=out, grad_clip=v.grad_clip,
         checkpoint_interval=v.checkpoint_interval, early_stopping_patience=v.early_stopping_patience,
@@ -213,12 +222,15 @@ def run(args: argparse.Namespace) -> int:
         seed=cfg.train.seed, device=cfg.train.device,
     )
     resume_id = tracking.producing_run_id(out) if args.resume else None
+    sampler = EpochSampler(len(train), cfg.train.seed, rank=rank, world_size=world)
+    if rank != 0:
+        fit(task, train, sampler, v.batch_size, loop_cfg, run=None, resume=bool(args.resume))
+        return 0
     with tracking.start_run("pretrain_vae", params=cfg.flat(), config_yaml=cfg.to_yaml(),
                             run_id=resume_id) as r:
         tracking.mark_output(out, r.run_id)
         r.set_lineage({"dataset": log_dataset(r, ds)})
-        res = fit(task, train, EpochSampler(len(train), cfg.train.seed), v.batch_size, loop_cfg,
-                  run=r, resume=bool(args.resume))
+        res = fit(task, train, sampler, v.batch_size, loop_cfg, run=r, resume=bool(args.resume))
         r.log_metrics({"best_val_MSE": res.best_metric, "best_epoch": res.best_epoch})
         r.log_artifact(res.best_path, "checkpoints")
         r.log_artifact(out / loop_cfg.log_csv, "logs")
