@@ -134,3 +134,32 @@ def test_statics_pixel_size_from_lat_lon_and_no_sea():
     dy, dx = 0.01 * 111.2, 0.01 * 111.2 * np.cos(np.deg2rad(40.02))
     assert st[names.index("dist_to_coast_km")][0, 0] == pytest.approx(np.hypot(H * dy, W * dx), rel=1e-3)
     np.testing.assert_allclose(st[names.index("lat")], lat, rtol=1e-6)
+
+
+def test_samples_json_daily_source_has_one_group_and_no_times():
+    raw, land = _raw()
+    raw.Y[:, 0][:, ~land] = 0.0
+    s = metadata.build(raw, land, factor=4, cfg=DataConfig()).files["samples.json"]
+    assert s == {"time": None, "group": [0] * 60, "group_key": None, "step": "1D"}
+
+
+def test_samples_json_times_groups_and_step():
+    raw, _ = _raw(8)
+    # two tiles per hour, one tile missing at 03:00 (a gap for it), and an unknown time
+    raw.time = np.array(["2020-01-01T00", "2020-01-01T00", "2020-01-01T01", "2020-01-01T01",
+                         "2020-01-01T02", "2020-01-01T02", "2020-01-01T04", "NaT"],
+                        dtype="datetime64[ns]")
+    raw.group, raw.group_key = np.array([0, 1, 0, 1, 0, 1, 0, 1]), "tile_row0,tile_col0"
+    s = metadata.samples_json(raw)
+    assert s["time"][:2] == ["2020-01-01T00:00:00"] * 2 and s["time"][-1] is None
+    assert s["group"] == [0, 1, 0, 1, 0, 1, 0, 1] and s["group_key"] == "tile_row0,tile_col0"
+    assert s["step"] == "1h"  # the most common interval within a tile, not the 2 h gap
+
+
+def test_samples_json_non_date_times_fall_back_to_units():
+    raw, _ = _raw(5)
+    raw.time, raw.units = np.arange(5), "mm/h"
+    assert metadata.samples_json(raw) | {"group": None} == {
+        "time": None, "group": None, "group_key": None, "step": "1h"}
+    raw.units = "mm per 3h"
+    assert metadata.samples_json(raw)["step"] is None

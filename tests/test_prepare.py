@@ -101,6 +101,8 @@ def test_synthetic_against_server(tracking_server, tmp_path):
     ds = check_dataset(out)
     assert ds.X_lr.shape == (120, len(ds.channel_names), 12, 12) and ds.Y_hr.shape == (120, 1, 48, 48)
     assert "elevation" in ds.static_names
+    assert ds.meta("samples.json") == {"time": None, "group": [0] * 120, "group_key": None,
+                                       "step": "1D"}  # daily: one group, ids are days
     gen = ds.provenance["generator"]
     assert gen["seed"] == 1 and gen["params"]["days"] == 120 and gen["params"]["factor"] == 4
     assert ds.provenance["inputs"] == []
@@ -144,6 +146,8 @@ def test_srdrn_from_mrms_arrays(sqlite_tracking, tmp_path, mrms_path):
     np.testing.assert_array_equal(ds.Y_hr[:, 0], obs)  # all land: stored as is
     assert ds.split["test"].tolist() == list(range(160, 200))
     assert ds.meta("split.json")["test_from"] == "test files"
+    assert ds.samples.time is None and (ds.samples.group == 0).all()
+    assert ds.meta("samples.json")["step"] == "1h"  # from --units
     assert ds.land_mask.all()
     assert ds.channel_names == ["mean_t", "mean_tminus1", "wetfrac_t"]
     assert ds.normalization.channel_log1p == [True, True, False]
@@ -169,7 +173,36 @@ def test_netcdf_mrms(store, request, tmp_path, mrms_path):
     times = ds.meta("split.json")["time_range"]
     assert times["train"][1] < times["val"][0] <= times["val"][1] < times["test"][0]
     assert ds.provenance["inputs"][0]["path"] == str(mrms_path.resolve())
+    samples = ds.meta("samples.json")  # several tiles per hour: grouped by tile origin
+    assert samples["group_key"] == "tile_row0,tile_col0" and samples["step"] == "1h"
+    assert len(samples["time"]) == 1141 and samples["time"][0] == "2016-09-20T01:00:00"
+    assert len(set(samples["group"])) > len(set(samples["time"]))
     check_run(uri, out, ds, m.group(10))
+
+
+def test_netcdf_group_coords_flag(sqlite_tracking, tmp_path):
+    """--group_coords names the location coordinates; 'none' turns grouping off."""
+    from precipgen import cli, prepare
+
+    n = 24
+    rng = np.random.default_rng(0)
+    xr.Dataset(
+        {"rain": (("time", "y", "x"), rng.gamma(0.5, 2.0, (n, 8, 8)).astype(np.float32)),
+         "pred": (("time", "a", "b"), rng.random((n, 2, 2)).astype(np.float32)),
+         "site": (("time",), np.tile([3, 9], n // 2))},
+        coords={"time": np.repeat(np.datetime64("2000-01-01", "ns")
+                                  + np.arange(n // 2) * np.timedelta64(1, "D"), 2)},
+    ).to_netcdf(tmp_path / "s.nc")
+    out = tmp_path / "prepared"
+    run_cli("prepare", "--source", "netcdf", "--input", str(tmp_path / "s.nc"), "--target", "rain",
+            "--predictor_vars", "pred", "--group_coords", "site", "--output", str(out),
+            cwd=tmp_path)
+    s = check_dataset(out).meta("samples.json")
+    assert s["group"] == [0, 1] * (n // 2) and s["group_key"] == "site" and s["step"] == "1D"
+    parser = cli.build_parser("prepare")
+    for flag, want in (("none", []), ("", None), ("a, b", ["a", "b"])):
+        args = parser.parse_args(["prepare", "--source", "netcdf", "--group_coords", flag])
+        assert prepare.group_coords(prepare._source_options(args)["group_coords"]) == want
 
 
 @needs_synthetic

@@ -196,3 +196,43 @@ def test_synthetic_loader_keeps_generator_statics_and_params():
     assert gen["seed"] == 3 and gen["params"]["seed"] == 3 and gen["params"]["days"] == 20
     assert len(raw.provenance["day_of_year"]) == 20
     json.dumps(raw.provenance)  # provenance must be JSON-serialisable
+
+
+def test_netcdf_mrms_groups_by_tile_origin(mrms_path):
+    """Auto-detected tile_row0,tile_col0: one group per tile origin, in file order."""
+    raw = sources.load_netcdf([mrms_path], "precip", ["predictors"], channel_dim="channel")
+    with xr.open_dataset(mrms_path) as ds:
+        keys = list(zip(ds["tile_row0"].values.tolist(), ds["tile_col0"].values.tolist()))
+        times = ds["time"].values
+    assert raw.group_key == "tile_row0,tile_col0" and raw.group.shape == (len(keys),)
+    assert raw.provenance["variables"]["group_coords"] == ["tile_row0", "tile_col0"]
+    # equal group <=> equal tile origin
+    by_group: dict[int, set] = {}
+    for g, k in zip(raw.group.tolist(), keys):
+        by_group.setdefault(g, set()).add(k)
+    assert all(len(v) == 1 for v in by_group.values()) and len(by_group) == len(set(keys))
+    np.testing.assert_array_equal(raw.time, times)
+    off = sources.load_netcdf([mrms_path], "precip", ["predictors"], channel_dim="channel",
+                              group_coords=[])
+    assert off.group is None and off.group_key is None
+
+
+def test_netcdf_group_coords_given_missing_or_not_per_sample(tmp_path):
+    t = 6
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {"rain": (("t", "y", "x"), rng.gamma(1, 1, (t, 4, 4)).astype(np.float32)),
+         "z": (("t", "a", "b"), rng.normal(size=(t, 2, 2)).astype(np.float32)),
+         "site": (("t",), np.array([5, 7, 5, 7, 5, 7])),  # a data variable, not a coordinate
+         "flat": (("y",), np.arange(4))},
+        coords={"t": np.arange(t)},
+    )
+    ds.to_netcdf(tmp_path / "g.nc")
+    raw = sources.load_netcdf([tmp_path / "g.nc"], "rain", ["z"], time_dim="t",
+                              group_coords=["site"])
+    assert raw.group.tolist() == [0, 1, 0, 1, 0, 1] and raw.group_key == "site"
+    assert sources.load_netcdf([tmp_path / "g.nc"], "rain", ["z"], time_dim="t").group is None
+    with pytest.raises(InputError, match=r"g.nc has no group coordinate 'nope'.*--group_coords"):
+        sources.load_netcdf([tmp_path / "g.nc"], "rain", ["z"], time_dim="t", group_coords=["nope"])
+    with pytest.raises(InputError, match=r"group coordinate 'flat' .* has dims \('y',\)"):
+        sources.load_netcdf([tmp_path / "g.nc"], "rain", ["z"], time_dim="t", group_coords=["flat"])

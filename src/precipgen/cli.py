@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from precipgen import __version__
 from precipgen.config import Config, ConfigError, load_config, split_overrides
@@ -54,6 +56,50 @@ def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Con
 def empty_to_none(value: str | None) -> str | None:
     """MLproject parameters cannot be absent; an empty string means 'not given'."""
     return value if value not in (None, "", "None", "none") else None
+
+
+def opt(tp: type) -> Callable[[str], Any]:
+    """argparse type for MLproject-friendly flags: '' (MLproject's "not given") -> None, and an
+    integer may arrive as "30.0" (MLproject float parameters)."""
+
+    def parse(s: str) -> Any:
+        if empty_to_none(s) is None:
+            return None
+        try:
+            if tp is int:
+                f = float(s)
+                if not f.is_integer():
+                    raise ValueError
+                return int(f)
+            return tp(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {tp.__name__}, got {s!r}") from None
+
+    parse.__name__ = tp.__name__
+    return parse
+
+
+def truthy(value: Any) -> bool:
+    """Boolean flags given alone (``--overwrite``) or with a value (MLproject: ``true``)."""
+    return str(value).strip().lower() in ("1", "true", "yes", "y", "on")
+
+
+def add_flag(p: argparse.ArgumentParser, flag: str, tp: type, key: str, help: str = "") -> None:
+    """A named step flag that sets config key ``key`` (None = use the config)."""
+    p.add_argument(f"--{flag}", type=opt(tp), default=None,
+                   help=f"{help} (sets {key})" if help else f"sets {key}")
+
+
+def flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+    """Named step flags -> ``section.key=value`` overrides for :func:`config_from_args`.
+
+    Values are JSON-encoded, so YAML keeps paths strings and numbers numbers."""
+    out = []
+    for flag, key in mapping.items():
+        value = getattr(args, flag, None)
+        if value is not None and value != "":
+            out.append(f"{key}={json.dumps(value)}")
+    return out
 
 
 def build_parser(step: str | None = None) -> argparse.ArgumentParser:

@@ -43,15 +43,6 @@ UPSTREAM_KEYS = {  # training curves shown in the report, per upstream role
 N_FIGURE_DAYS, N_FIGURE_MEMBERS = 3, 4
 
 
-def _int(s: str) -> int | None:
-    if cli.empty_to_none(s) is None:
-        return None
-    f = float(s)
-    if not f.is_integer():
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}")
-    return int(f)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     for role, default in (("deterministic", "models:/vae3d-deterministic@latest"),
                           ("generative", "models:/vae3d-crps@latest"),
@@ -59,21 +50,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{role}", default=None,
                        help=f"path | runs:/<id>/<path> | models:/<name>@<alias> (default {default})")
     p.add_argument("--data", default=None, help="prepared dataset dir (default data.path)")
-    p.add_argument("--num_samples", type=_int, default=10, help="ensemble members (>= 2)")
+    p.add_argument("--num_samples", type=cli.opt(int), default=10, help="ensemble members (>= 2)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--augmentation", nargs="?", const="true", default="false",
                    help="also run the augmentation experiment (needs --samples)")
     p.add_argument("--samples", default=None, help="a `precipgen sample` output directory")
     p.add_argument("--report_dir", default="reports", help="reports go to <report_dir>/<run-name>/")
-    p.add_argument("--seed", type=_int, default=None, help="default train.seed")
-    p.add_argument("--max_days", type=_int, default=None,
+    p.add_argument("--seed", type=cli.opt(int), default=None, help="default train.seed")
+    p.add_argument("--max_days", type=cli.opt(int), default=None,
                    help="score only the first N days of the split (0/empty = all)")
-    p.add_argument("--bootstrap", type=_int, default=500, help="bootstrap resamples (augmentation)")
+    p.add_argument("--bootstrap", type=cli.opt(int), default=500, help="bootstrap resamples (augmentation)")
     p.add_argument("--run_name", default=None, help="default evaluate_<TIMESTAMP>")
-
-
-def truthy(v: Any) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
 class Console:
@@ -267,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     m = args.num_samples
     if m is None or m < 2:
         raise ValueError(f"--num_samples must be >= 2 (an ensemble), got {m}")
-    augment = truthy(args.augmentation)
+    augment = cli.truthy(args.augmentation)
     samples = cli.empty_to_none(args.samples)
     if augment and not samples:
         raise ValueError("--augmentation needs --samples DIR (an output of `precipgen sample`)")

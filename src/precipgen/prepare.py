@@ -36,14 +36,11 @@ def _bool(v: str) -> bool:
 
 
 def _int(v: str) -> int:
-    """An integer; MLproject float parameters may arrive as "120.0"."""
-    try:
-        f = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}") from None
-    if not f.is_integer():
+    """A required integer (generator sizes have no "not given")."""
+    value = cli.opt(int)(v)
+    if value is None:
         raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}")
-    return int(f)
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--predictor_vars", nargs="+", default=[], metavar="VAR")
     g.add_argument("--channel_dim", default=None)
     g.add_argument("--time_dim", default="time")
+    g.add_argument("--group_coords", default=None,
+                   help="comma-separated per-sample coordinates naming a location (samples "
+                   "sharing them form one group; time windows stay in a group); default: "
+                   "tile_row0,tile_col0 when the file has both; 'none' for one group")
 
 
 def _list(values: list[str]) -> list[str]:
@@ -98,6 +99,9 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         "predictor_vars": _list(args.predictor_vars),
         "channel_dim": cli.empty_to_none(args.channel_dim),
         "time_dim": cli.empty_to_none(args.time_dim) or "time",
+        # "none" turns grouping off, so it must survive empty_to_none (which maps it to None)
+        "group_coords": ("none" if str(args.group_coords or "").strip().lower() == "none"
+                         else cli.empty_to_none(args.group_coords)),
     }
 
 
@@ -113,8 +117,15 @@ def load(source: str, opts: dict[str, Any], units: str | None) -> sources.RawDat
         )
     return sources.load_netcdf(
         opts["input"], opts["target"], opts["predictor_vars"], opts["channel_dim"],
-        opts["time_dim"], units=units,
+        opts["time_dim"], units=units, group_coords=group_coords(opts["group_coords"]),
     )
+
+
+def group_coords(value: str | None) -> list[str] | None:
+    """``--group_coords``: None = auto-detect, "none" = one group, else the names."""
+    if value is None:
+        return None
+    return [] if value == "none" else [g.strip() for g in value.split(",") if g.strip()]
 
 
 def _example_days(means: list[float]) -> list[int]:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from precipgen import tracking
-from precipgen.cli import config_from_args, empty_to_none
+from precipgen.cli import add_flag, config_from_args, empty_to_none, flag_overrides, opt, truthy
 from precipgen.data.store import AtomicDir, PreparedDataset
 from precipgen.synth.augment import write_augmented
 from precipgen.synth.build import MANIFEST_FILE, SampleSettings, SynthResult, build_synthetic_set
@@ -35,67 +34,30 @@ PER_SAMPLE_ARTIFACT_CAP = 64 << 20  # per-sample files go to MLflow only below t
 CONSOLIDATED_ARTIFACT_CAP = 1 << 30  # Y_syn/X_ref/samples.nc go to MLflow only below this
 
 # named flags -> config keys (MLproject passes every parameter; "" means "use the config")
-FLAGS = {
-    "data": "data.path",
-    "mode": "sampling.mode",
-    "K": "sampling.K",
-    "days": "sampling.days",
-    "min_threshold": "sampling.min_threshold",
-    "temperature": "sampling.temperature",
-    "output": "sampling.output_dir",
-    "batch_size": "sampling.batch_size",
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "data": ("data.path", str, "prepared dataset"),
+    "mode": ("sampling.mode", str, "posterior | prior"),
+    "K": ("sampling.K", int, "samples per day"),
+    "days": ("sampling.days", str, "heavy_only | split:train|val|test | all | file:PATH"),
+    "min_threshold": ("sampling.min_threshold", float,
+                      "discard samples whose land total < this x the real day's"),
+    "temperature": ("sampling.temperature", float, "scales the latent sigma"),
+    "output": ("sampling.output_dir", str, "output directory"),
+    "batch_size": ("sampling.batch_size", int, "samples per forward pass"),
 }
-STRING_FLAGS = {"data", "mode", "days", "output"}
-INT_FLAGS = {"K", "batch_size"}  # MLproject may pass "2.0" for a numeric parameter
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="checkpoint path, runs:/<id>/... or models:/cvae@<alias> "
                         f"(default {DEFAULT_MODEL})")
-    p.add_argument("--data", default=None, help="prepared dataset (sets data.path)")
-    p.add_argument("--mode", default=None, help="posterior | prior (sets sampling.mode)")
-    p.add_argument("--K", default=None, help="samples per day (sets sampling.K)")
-    p.add_argument("--days", default=None,
-                   help="heavy_only | split:train|val|test | all | file:PATH (sets sampling.days)")
-    p.add_argument("--min_threshold", default=None,
-                   help="discard samples whose land total < this x the real day's")
-    p.add_argument("--temperature", default=None, help="scales the latent sigma")
-    p.add_argument("--output", default=None, help="output directory (sets sampling.output_dir)")
-    p.add_argument("--seed", default=None, help="noise seed (default: train.seed)")
-    p.add_argument("--batch_size", default=None, help="samples per forward pass")
+    for flag, (key, tp, text) in FLAGS.items():
+        add_flag(p, flag, tp, key, text)
+    p.add_argument("--seed", type=opt(int), default=None, help="noise seed (default: train.seed)")
     p.add_argument("--augment_out", default=None,
                    help="also write SRDRN-layout augmented training arrays here")
     p.add_argument("--overwrite", nargs="?", const="true", default="false",
                    help="replace existing output directories")
-
-
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for flag, key in FLAGS.items():
-        value = empty_to_none(getattr(args, flag, None))
-        if value is None:
-            continue
-        if flag in STRING_FLAGS:  # JSON-quoted so YAML keeps them strings
-            value = json.dumps(value)
-        elif flag in INT_FLAGS:
-            value = str(as_int(value, flag))
-        out.append(f"{key}={value}")
-    return out
-
-
-def as_int(value: str, flag: str) -> int:
-    try:
-        f = float(value)
-    except ValueError as e:
-        raise ValueError(f"--{flag} must be an integer, got {value!r}") from e
-    if not f.is_integer():
-        raise ValueError(f"--{flag} must be an integer, got {value!r}")
-    return int(f)
-
-
-def truthy(value: str | bool | None) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _check_target(path: Path, overwrite: bool, flag: str) -> None:
@@ -106,10 +68,9 @@ def _check_target(path: Path, overwrite: bool, flag: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from precipgen.train.loop import pick_device
 
-    cfg = config_from_args(args, flag_overrides(args))
+    cfg = config_from_args(args, flag_overrides(args, {f: k for f, (k, _, _) in FLAGS.items()}))
     sc = cfg.sampling
-    seed_flag = empty_to_none(args.seed)
-    seed = as_int(seed_flag, "seed") if seed_flag is not None else cfg.train.seed
+    seed = args.seed if args.seed is not None else cfg.train.seed
     overwrite = truthy(args.overwrite)
     model_uri = empty_to_none(args.model) or DEFAULT_MODEL
     out = Path(sc.output_dir)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from precipgen.cli import empty_to_none, split_overrides
+from precipgen.cli import opt, split_overrides
 from precipgen.config import REPO_ROOT, Config, ConfigError, load_config
 from precipgen.tuning_space import (
     PRUNERS,
@@ -89,16 +89,11 @@ def safe_url(url: str) -> str:
 
 # ------------------------------------------------------------------ CLI
 def _opt(tp: type) -> Callable[[str], Any]:
-    """argparse type where '' (MLproject's 'not given') is None and "12.0" is a valid int."""
+    """:func:`precipgen.cli.opt`, except that "none" is a value here (``--pruner none``)."""
+    base = opt(tp)
 
     def parse(s: str) -> Any:
-        if tp is str and s.strip().lower() == "none":  # a value here (--pruner none)
-            return "none"
-        if empty_to_none(s) is None:
-            return None
-        if tp is int and "." in s and float(s).is_integer():
-            return int(float(s))
-        return tp(s)
+        return "none" if tp is str and s.strip().lower() == "none" else base(s)
 
     parse.__name__ = tp.__name__
     return parse

@@ -1,7 +1,8 @@
 """Torch datasets over a prepared directory (model space in, physical units kept alongside).
 
 - :class:`DayDataset`: one day per item (cVAE, SRDRN downscaler).
-- :class:`WindowDataset`: D consecutive days per item, never crossing a split boundary (3D VAE).
+- :class:`WindowDataset`: D consecutive time steps of one location per item, inside one split
+  (3D VAE).
 - :class:`EpochSampler`: weighted (heavy-day oversampling) or plain shuffling that is
   reproducible per epoch and shards across DDP ranks.
 """
@@ -56,47 +57,70 @@ class DayDataset(Dataset):
 
 
 class WindowDataset(Dataset):
-    """Windows of ``window`` consecutive days inside one split (contiguous blocks).
+    """Windows of ``window`` consecutive time steps of ONE location group inside one split.
+
+    Consecutive = the next sample of the same group in time order, exactly one ``step`` later
+    when times are known (a gap ends the window); without times (older prepared dirs, daily
+    sources), consecutive sample ids. Several tiles can share an hour (MRMS), so neighbouring
+    ids are not neighbouring times. Windows advance by ``stride`` steps within each run of
+    consecutive samples.
 
     Items: ``x`` (C, D, h, w), ``y`` (1, D, H, W) model space, ``y_mm`` (1, D, H, W),
-    ``day`` = first day of the window. Windows advance by ``stride`` days.
+    ``day`` = first sample id of the window. ``windows`` holds the (n, D) sample ids.
     """
 
     def __init__(self, ds: PreparedDataset, indices: Sequence[int] | np.ndarray, window: int,
                  stride: int = 1):
         idx = np.asarray(indices, dtype=np.int64)
-        if len(idx) < window:
+        smp = ds.samples
+        group = smp.group[idx]
+        time = None if smp.time is None else smp.time[idx]
+        # order by (group, time, id); a link joins a sample to the next one in that order
+        order = np.lexsort((idx, group) if time is None else (idx, time, group))
+        ids, g = idx[order], group[order]
+        if time is None:
+            link = np.diff(ids) == 1
+        else:
+            t = time[order]
+            # no step (no group has two distinct times): nothing is consecutive
+            link = ((np.diff(t) == smp.step) & ~np.isnat(t[1:]) & ~np.isnat(t[:-1])
+                    if smp.step is not None else np.zeros(max(len(t) - 1, 0), dtype=bool))
+        link &= np.diff(g) == 0
+        starts = []
+        run_start = 0
+        for k in range(len(ids)):  # each maximal run of linked samples, windows every stride
+            if k == len(ids) - 1 or not link[k]:
+                starts.extend(range(run_start, k + 2 - window, stride))
+                run_start = k + 1
+        n_groups = len(np.unique(group))
+        if not starts:
+            step = "consecutive ids" if time is None else f"a step of {smp.step}"
             raise ValueError(
-                f"{ds.root}: split has {len(idx)} days, fewer than the window of {window} days"
+                f"{ds.root}: no window of {window} consecutive samples ({step}, one group) in "
+                f"a split of {len(idx)} samples over {n_groups} group(s); use a shorter window "
+                "or more data"
             )
+        pos = order[np.asarray(starts, dtype=np.int64)[:, None] + np.arange(window)]
         self.ds = ds
         self.window = window
         self.norm = ds.normalization
-        # start positions whose window is made of consecutive day ids (no gap between blocks)
-        consecutive = np.diff(idx) == 1
-        starts = [
-            s for s in range(0, len(idx) - window + 1, stride)
-            if consecutive[s : s + window - 1].all()
-        ]
-        if not starts:
-            raise ValueError(f"{ds.root}: no {window} consecutive days in the split")
-        self.starts = np.asarray(starts, dtype=np.int64)
-        self.days = idx
+        self.positions = pos  # (n, D) positions into ``indices``
+        self.windows = idx[pos]  # (n, D) sample ids
         self.x_phys = np.asarray(ds.X_lr[idx], dtype=np.float32)
         self.y_phys = np.asarray(ds.Y_hr[idx], dtype=np.float32)
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self.windows)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        s = int(self.starts[i])
-        x = torch.from_numpy(self.x_phys[s : s + self.window])  # (D, C, h, w)
-        y_mm = torch.from_numpy(self.y_phys[s : s + self.window])  # (D, 1, H, W)
+        p = self.positions[i]
+        x = torch.from_numpy(self.x_phys[p])  # (D, C, h, w)
+        y_mm = torch.from_numpy(self.y_phys[p])  # (D, 1, H, W)
         return {
             "x": self.norm.predictors_to_model(x).permute(1, 0, 2, 3).contiguous(),
             "y": self.norm.to_model(y_mm).permute(1, 0, 2, 3).contiguous(),
             "y_mm": y_mm.permute(1, 0, 2, 3).contiguous(),
-            "day": torch.tensor(int(self.days[s])),
+            "day": torch.tensor(int(self.windows[i, 0])),
         }
 
 

@@ -13,6 +13,8 @@ JSON files (keys are the contract with later steps):
 - ``thresholds.json``: ``P95``, ``P99`` (wet land pixels of the training split),
   ``wet_threshold_mm``, ``wet_fraction``, ``n_wet_pixels``, ``units``, ``basis``.
 - ``H_W.json``: ``N``, ``C``, ``H``, ``W``, ``h``, ``w``, ``factor``.
+- ``samples.json``: per-sample ``time`` (ISO strings / null) and location ``group``, with
+  ``group_key`` and ``step`` (see :mod:`precipgen.data.store`); 3D-VAE windows follow it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tqdm import tqdm
 
 from precipgen.config import DataConfig
 from precipgen.data.sources import KM_PER_DEG_LAT, RawData
+from precipgen.data.store import format_step, infer_step
 from precipgen.data.transforms import Normalization, fit_normalization
 from precipgen.data.validate import InputError, check_split_sizes
 
@@ -94,6 +97,38 @@ def make_split(
     if time is not None:
         split["time_range"] = {k: [str(time[v[0]]), str(time[v[-1]])] for k, v in idx.items()}
     return split
+
+
+# --------------------------------------------------------------------------- time, groups
+_UNIT_STEPS = {"mm/day": "1D", "mm/h": "1h"}  # the step when the source gives no times
+
+
+def _datetimes(time: np.ndarray | None) -> np.ndarray | None:
+    """Time labels as datetime64[s] (cftime-like objects through ISO text); None if not dates."""
+    if time is None:
+        return None
+    t = np.asarray(time)
+    if np.issubdtype(t.dtype, np.datetime64):
+        return t.astype("datetime64[s]")
+    try:
+        return np.array([np.datetime64(v.isoformat()) for v in t], dtype="datetime64[s]")
+    except (AttributeError, ValueError, TypeError):
+        return None  # numeric or non-standard-calendar labels: order by id instead
+
+
+def samples_json(raw: RawData) -> dict[str, Any]:
+    """``samples.json``: what a time window needs to stay on one location and in step."""
+    n = raw.n_days
+    group = (np.zeros(n, dtype=np.int64) if raw.group is None
+             else np.asarray(raw.group, dtype=np.int64))
+    t = _datetimes(raw.time)
+    step = format_step(infer_step(t, group)) if t is not None else _UNIT_STEPS.get(raw.units)
+    return {
+        "time": None if t is None else [None if np.isnat(v) else str(v) for v in t],
+        "group": group.tolist(),
+        "group_key": raw.group_key,
+        "step": step,
+    }
 
 
 # ------------------------------------------------------------------------- day categories
@@ -238,5 +273,6 @@ def build(raw: RawData, land: np.ndarray, factor: int, cfg: DataConfig,
         "thresholds.json": thr,
         "H_W.json": {"N": N, "C": C, "H": H, "W": W, "h": h, "w": w, "factor": factor},
         "normalization.json": norm.to_json(),
+        "samples.json": samples_json(raw),
     }
     return Metadata(files, statics, names, notes, wet, summary)

@@ -52,6 +52,10 @@ class RawData:
     lat: np.ndarray | None = None  # (H, W) degrees, when known
     lon: np.ndarray | None = None
     time: np.ndarray | None = None  # (N,) labels; equal labels never straddle a split
+    # (N,) location group per sample (e.g. one id per radar tile); None: one group. Time
+    # windows (3D VAE) never mix groups, so several tiles at one hour stay apart.
+    group: np.ndarray | None = None
+    group_key: str | None = None  # the coordinates that define ``group``, "a,b"
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -284,8 +288,27 @@ _CF_UNITS = {"mm h-1": "mm/h", "mm hr-1": "mm/h", "mm/hr": "mm/h", "mm d-1": "mm
              "mm day-1": "mm/day", "mm/d": "mm/day"}
 
 
-def _open_netcdf(paths: Sequence[Path], names: Sequence[str], time_dim: str) -> Any:
-    """Open the files and concatenate ``names`` along ``time_dim`` (no dask needed)."""
+AUTO_GROUP_COORDS = ("tile_row0", "tile_col0")  # MRMS-style tiles: the tile origin
+
+
+def _group_coords(path: Path, group_coords: Sequence[str] | None) -> list[str]:
+    """The per-sample location coordinates to group by: the given ones, or the tile origin
+    when the (first) file has both."""
+    if group_coords is not None:
+        return list(group_coords)
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path) as ds:
+            return list(AUTO_GROUP_COORDS) if all(c in ds.variables for c in AUTO_GROUP_COORDS) else []
+    except Exception as e:  # xarray raises many types for unreadable files
+        raise InputError(f"cannot open NetCDF file {path}: {e}") from e
+
+
+def _open_netcdf(paths: Sequence[Path], names: Sequence[str], time_dim: str,
+                 group_coords: Sequence[str] = ()) -> Any:
+    """Open the files and concatenate ``names`` (plus ``group_coords``, as coordinates) along
+    ``time_dim`` (no dask needed)."""
     import xarray as xr
 
     parts = []
@@ -305,7 +328,16 @@ def _open_netcdf(paths: Sequence[Path], names: Sequence[str], time_dim: str) -> 
                     f"variable {n!r} in {p} has dims {ds[n].dims}, no time dim {time_dim!r} "
                     "(set --time_dim)"
                 )
-        parts.append(ds[list(names)].load())
+        for g in group_coords:
+            if g not in ds.variables:
+                raise InputError(f"NetCDF file {p} has no group coordinate {g!r} "
+                                 "(set --group_coords)")
+            if ds[g].dims != (time_dim,):
+                raise InputError(f"group coordinate {g!r} in {p} has dims {ds[g].dims}; "
+                                 f"expected ({time_dim},): one value per sample")
+        sel = ds[list(names)]
+        sel = sel.assign_coords({g: ds[g].variable for g in group_coords if g not in sel.coords})
+        parts.append(sel.load())
         ds.close()
     ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim=time_dim, data_vars="minimal",
                                                     coords="minimal", compat="override")
@@ -336,15 +368,20 @@ def load_netcdf(
     channel_dim: str | None = None,
     time_dim: str = "time",
     units: str | None = None,
+    group_coords: Sequence[str] | None = None,
 ) -> RawData:
     """Target ``(time, y, x)`` and predictors: 3D vars (one channel each) and/or vars with
-    ``channel_dim`` anywhere (moved to axis 1). Channel names from the channel coordinate."""
+    ``channel_dim`` anywhere (moved to axis 1). Channel names from the channel coordinate.
+
+    ``group_coords``: per-sample coordinates naming a location (samples with equal values form
+    one group); None detects ``tile_row0,tile_col0``, empty means one group."""
     if not paths:
         raise InputError("no --input NetCDF file given")
     if not target or not predictor_vars:
         raise InputError("the netcdf source needs --target VAR and --predictor_vars VAR...")
     files = [require_file(p, "NetCDF input") for p in paths]
-    ds = _open_netcdf(files, [target, *predictor_vars], time_dim)
+    gcoords = _group_coords(files[0], group_coords)
+    ds = _open_netcdf(files, [target, *predictor_vars], time_dim, gcoords)
     where = ", ".join(map(str, files))
     ty = ds[target].squeeze([d for d in ds[target].dims if d != time_dim and ds[target].sizes[d] == 1])
     if ty.ndim != 3:
@@ -382,6 +419,10 @@ def load_netcdf(
     attr_units = ds[target].attrs.get("units")
     lat, lon, latlon_note = _latlon(ty, ydim, xdim)
     time = ds[time_dim].values if time_dim in ds.coords else None
+    group = None
+    if gcoords:  # group id = index of the sample's coordinate tuple among the distinct ones
+        keys = np.stack([ds[g].values for g in gcoords], axis=1)
+        group = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return RawData(
         X=X,
         Y=Y,
@@ -393,12 +434,14 @@ def load_netcdf(
         lat=lat,
         lon=lon,
         time=time,
+        group=group,
+        group_key=",".join(gcoords) or None,
         provenance={
             "inputs": _inputs([("netcdf", p) for p in files]),
             "units_attr": attr_units,
             "variables": {"target": target, "predictors": list(predictor_vars),
                           "channel_dim": channel_dim, "time_dim": time_dim,
-                          "target_dims": [time_dim, ydim, xdim]},
+                          "target_dims": [time_dim, ydim, xdim], "group_coords": gcoords},
             "lat_lon": latlon_note,
             "time_range": [str(time[0]), str(time[-1])] if time is not None and len(time) else None,
         },

@@ -6,7 +6,13 @@ Layout::
     Y_hr.npy       (N, 1, H, W) float32, mm per time step (NaN never: sea pixels are 0, masked)
     statics.npy    (K, H, W) float32, names in metadata/statics.json
     metadata/      split.json categories.json thresholds.json H_W.json normalization.json
-                   provenance.json statics.json channels.json
+                   provenance.json statics.json channels.json samples.json
+
+``samples.json`` (per sample, compact JSON): ``time`` (ISO strings, null where unknown; or null
+when the source has no time axis), ``group`` (int location group, e.g. one per radar tile),
+``group_key`` (the coordinates behind ``group``, "a,b", or null) and ``step`` (the sampling
+interval, "1h"/"1D", or null). Directories prepared before it existed read as one group whose
+consecutive ids are consecutive time steps.
 
 Written to a temporary sibling directory and renamed into place, so a failed prepare never
 leaves a half-written dataset behind.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,11 +44,61 @@ METADATA_FILES = (
     "provenance.json",
     "statics.json",
     "channels.json",
+    "samples.json",
 )
+OPTIONAL_METADATA = ("samples.json",)  # absent from older prepared dirs: defaults apply
 
 
 class DatasetError(ValueError):
     """A prepared dataset is missing or malformed; the message names the file."""
+
+
+_STEP_UNITS = {"D": "D", "h": "h", "min": "m", "s": "s"}  # step suffix -> numpy unit
+
+
+def format_step(step: np.timedelta64 | None) -> str | None:
+    """``1h``, ``1D``, ``15min``, ``30s``: the largest unit that divides the interval."""
+    if step is None:
+        return None
+    sec = int(step / np.timedelta64(1, "s"))
+    for suffix, n in (("D", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if sec % n == 0:
+            return f"{sec // n}{suffix}"
+    return None  # sub-second steps: not worth supporting
+
+
+def parse_step(text: str | None) -> np.timedelta64 | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*(D|h|min|s)", str(text).strip())
+    if not m:
+        raise DatasetError(f"unknown time step {text!r} (expected e.g. 1h, 1D, 15min)")
+    return np.timedelta64(int(m.group(1)), _STEP_UNITS[m.group(2)]).astype("timedelta64[s]")
+
+
+def infer_step(time: np.ndarray | None, group: np.ndarray) -> np.timedelta64 | None:
+    """The most common positive interval between successive samples of one group (the
+    smallest on ties); None without times or without any such pair."""
+    if time is None:
+        return None
+    t = np.asarray(time, dtype="datetime64[s]")
+    order = np.lexsort((t, group))
+    dt = np.diff(t[order])
+    ok = (np.diff(group[order]) == 0) & ~np.isnat(dt) & (dt > np.timedelta64(0, "s"))
+    if not ok.any():
+        return None
+    vals, counts = np.unique(dt[ok], return_counts=True)
+    return vals[np.argmax(counts)]  # unique sorts ascending, argmax takes the first maximum
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Per-sample time and location group (``samples.json``)."""
+
+    time: np.ndarray | None  # (N,) datetime64[s], NaT where unknown; None: no time axis
+    group: np.ndarray  # (N,) int64
+    group_key: str | None
+    step: np.timedelta64 | None  # sampling interval; None: consecutive ids = consecutive steps
 
 
 def _read_json(path: Path) -> Any:
@@ -68,7 +125,7 @@ class PreparedDataset:
             if not (root / name).exists():
                 raise DatasetError(f"prepared dataset is missing {root / name}")
         for name in METADATA_FILES:
-            if not (root / "metadata" / name).exists():
+            if name not in OPTIONAL_METADATA and not (root / "metadata" / name).exists():
                 raise DatasetError(f"prepared dataset is missing {root / 'metadata' / name}")
         return cls(root)
 
@@ -101,6 +158,28 @@ class PreparedDataset:
     def split(self) -> dict[str, np.ndarray]:
         s = self.meta("split.json")
         return {k: np.asarray(s[k], dtype=np.int64) for k in ("train", "val", "test")}
+
+    @cached_property
+    def samples(self) -> Samples:
+        path = self.root / "metadata" / "samples.json"
+        n = self.n_days
+        if not path.exists():  # prepared before samples.json: one group, ids in time order
+            return Samples(None, np.zeros(n, dtype=np.int64), None, None)
+        s = _read_json(path)
+        try:
+            group = np.asarray(s["group"], dtype=np.int64)
+            raw_time = s.get("time")
+            time = (None if raw_time is None or all(t is None for t in raw_time) else
+                    np.array(["NaT" if t is None else t for t in raw_time], dtype="datetime64[s]"))
+            step = parse_step(s.get("step"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{path} is malformed: {e!r}") from e
+        for what, arr in (("group", group), ("time", time)):
+            if arr is not None and arr.shape != (n,):
+                raise DatasetError(f"{path}: '{what}' has {len(arr)} entries for {n} samples")
+        if time is not None and step is None:
+            step = infer_step(time, group)
+        return Samples(time, group, s.get("group_key"), step)
 
     @cached_property
     def categories(self) -> dict[str, Any]:
@@ -223,8 +302,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=2, default=_json_default).encode())
+def write_json(path: Path, obj: Any, compact: bool = False) -> None:
+    text = (json.dumps(obj, separators=(",", ":"), default=_json_default) if compact
+            else json.dumps(obj, indent=2, default=_json_default))
+    atomic_write_bytes(Path(path), text.encode())
 
 
 def _json_default(o: Any) -> Any:
@@ -260,4 +341,4 @@ def write_prepared(
     write_json(md / "statics.json", {"names": list(static_names)})
     write_json(md / "channels.json", {"names": list(channel_names)})
     for name, obj in metadata.items():
-        write_json(md / name, obj)
+        write_json(md / name, obj, compact=name == "samples.json")  # one entry per sample

@@ -13,7 +13,7 @@ import numpy as np
 
 from precipgen import tracking
 from precipgen.data.store import PreparedDataset
-from precipgen.models import load_checkpoint, load_generator
+from precipgen.models import find_checkpoint, load_checkpoint, load_generator
 
 DEFAULTS = {
     "deterministic": "models:/vae3d-deterministic@latest",
@@ -49,16 +49,6 @@ class LoadedModel:
         return self.generator.predict(x, num_samples=num_samples)
 
 
-def find_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the one inside a downloaded run / registered-model directory."""
-    if path.is_file():
-        return path
-    for pattern in ("artifacts/*.pt", "artifacts/*.pth", "**/*best*.pt", "**/*best*.pth",
-                    "**/*.pt", "**/*.pth"):
-        found = sorted(path.glob(pattern))
-        if found:
-            return found[0]
-    raise FileNotFoundError(f"no checkpoint (*.pt, *.pth) found under {path}")
 
 
 def _run_id_near(path: Path, ck: dict[str, Any]) -> str | None:

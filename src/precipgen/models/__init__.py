@@ -45,6 +45,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"cannot load checkpoint {path} safely (weights_only=True): {e}") from e
 
 
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the one inside a directory: a downloaded ``runs:/.../model`` or
+    ``models:/...`` (its ``artifacts/``), or a step's output dir (its best checkpoint)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for pattern in ("artifacts/*.pt", "artifacts/*.pth", "**/*best*.pt", "**/*best*.pth"):
+        found = sorted(path.glob(pattern))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ValueError(f"{path} holds several checkpoints ({', '.join(p.name for p in found)});"
+                             " point at one file")
+    found = sorted([*path.rglob("*.pt"), *path.rglob("*.pth")])
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"no checkpoint (*.pt, *.pth) found under {path}")
+    raise ValueError(f"{path} holds several checkpoints ({', '.join(p.name for p in found)}); "
+                     "point at one file")
+
+
 def load_generator(checkpoint: Path, normalization: Path) -> Any:
     ckpt = load_checkpoint(checkpoint)
     kind = ckpt.get("kind")

@@ -19,11 +19,10 @@ import torch
 from precipgen import tracking
 from precipgen.data.store import PreparedDataset
 from precipgen.data.transforms import Normalization
-from precipgen.models import load_checkpoint
+from precipgen.models import find_checkpoint, load_checkpoint
 from precipgen.synth.noise import pair_normal
 
 log = logging.getLogger(__name__)
-PREFERRED_CHECKPOINT = "cvae_best.pt"
 
 
 @dataclass
@@ -46,20 +45,6 @@ class LoadedCVAE:
         return f"high-res {H}x{W}, low-res {h}x{w}, C={hp['in_channels']}, statics={hp['n_statics']}"
 
 
-def find_checkpoint(path: Path) -> Path:
-    """A ``.pt`` file, or the checkpoint inside a downloaded run / registered-model directory."""
-    if path.is_file():
-        return path
-    found = sorted(path.rglob("*.pt"))
-    if not found:
-        raise FileNotFoundError(f"no checkpoint (*.pt) under {path}")
-    best = [p for p in found if p.name == PREFERRED_CHECKPOINT]
-    if best:
-        return best[0]
-    if len(found) > 1:
-        raise ValueError(f"{path} holds several checkpoints ({', '.join(p.name for p in found)}); "
-                         "point --model at one")
-    return found[0]
 
 
 def load_cvae(uri: str) -> LoadedCVAE:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 from torch import nn
 
 from precipgen import tracking
-from precipgen.cli import config_from_args, empty_to_none
+from precipgen.cli import add_flag, config_from_args, flag_overrides, truthy
 from precipgen.config import Config
 from precipgen.data.datasets import (
     DayDataset,
@@ -70,47 +68,27 @@ CKPT_EPOCH = "checkpoints/cvae_epoch_{epoch:03d}.pt"
 LOG_CSV = "logs/train_log.csv"
 FIGURE_DAYS, FIGURE_SAMPLES = 2, 3
 
-# named flags -> config keys (MLproject passes every parameter; "" means "use the config")
-FLAGS = {
-    "data": "data.path",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "lambda_ext": "loss.lambda_ext",
-    "lambda_mass": "loss.lambda_mass",
-    "beta_kl": "loss.beta_kl",
-    "d_z": "model.d_z",
-    "prior": "model.prior",
-    "seed": "train.seed",
-    "output_dir": "train.output_dir",
+# named flags -> (config key, type) (MLproject passes every parameter; "" = use the config)
+FLAGS: dict[str, tuple[str, type]] = {
+    "data": ("data.path", str),
+    "epochs": ("train.epochs", int),
+    "batch_size": ("train.batch_size", int),
+    "lr": ("train.lr", float),
+    "lambda_ext": ("loss.lambda_ext", float),
+    "lambda_mass": ("loss.lambda_mass", float),
+    "beta_kl": ("loss.beta_kl", float),
+    "d_z": ("model.d_z", int),
+    "prior": ("model.prior", str),
+    "seed": ("train.seed", int),
+    "output_dir": ("train.output_dir", str),
 }
-STRING_FLAGS = {"data", "prior", "output_dir"}
-INT_FLAGS = {"epochs", "batch_size", "d_z", "seed"}  # MLproject may pass "2.0"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for flag, key in FLAGS.items():
-        p.add_argument(f"--{flag}", default=None, help=f"sets {key}")
+    for flag, (key, tp) in FLAGS.items():
+        add_flag(p, flag, tp, key)
     p.add_argument("--resume", nargs="?", const="true", default="false",
                    help="continue from <output_dir>/checkpoints/cvae_last.pt in the same MLflow run")
-
-
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for flag, key in FLAGS.items():
-        value = empty_to_none(getattr(args, flag, None))
-        if value is None:
-            continue
-        if flag in STRING_FLAGS:  # JSON-quoted so YAML keeps them strings
-            value = json.dumps(value)
-        elif flag in INT_FLAGS and re.fullmatch(r"-?\d+\.0*", value):
-            value = value.split(".")[0]
-        out.append(f"{key}={value}")
-    return out
-
-
-def truthy(value: str | bool | None) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 # ------------------------------------------------------------------ the task for loop.fit
@@ -273,7 +251,7 @@ def open_dataset(path: Path, batch_size: int, world: int) -> PreparedDataset:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, flag_overrides(args))
+    cfg = config_from_args(args, flag_overrides(args, {f: k for f, (k, _) in FLAGS.items()}))
     try:
         train(cfg, resume=truthy(args.resume))
     except NonFiniteLossError as e:

@@ -40,11 +40,11 @@ import yaml
 from torch import Tensor
 
 from precipgen import tracking
-from precipgen.cli import config_from_args
+from precipgen.cli import config_from_args, flag_overrides, opt
 from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor
 from precipgen.data.store import PreparedDataset
-from precipgen.models import load_checkpoint
+from precipgen.models import find_checkpoint, load_checkpoint
 from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
 from precipgen.scores.crps import chunked_crps_backward, crps_ensemble, crps_loss
 from precipgen.train.loop import (
@@ -59,10 +59,8 @@ from precipgen.train.loop import (
 from precipgen.train.vae3d import (
     Meter,
     example_days,
-    flag_overrides,
     log_dataset,
     masked_mean,
-    opt,
     p95_mm,
     run_dir,
     val_loader,
@@ -164,16 +162,6 @@ def evaluate_ensemble(model: SimpleVAE3D, loader: torch.utils.data.DataLoader,
 
 
 # ------------------------------------------------------------------ loading the pretrained model
-def find_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the one inside a downloaded run/model directory."""
-    if path.is_file():
-        return path
-    for pattern in ("artifacts/*.pt*", "checkpoints/best_model.pth", "checkpoints/model_best.pt",
-                    "**/best_model.pth", "**/model_best.pt", "**/*.pt*"):
-        found = sorted(path.glob(pattern))
-        if found:
-            return found[0]
-    raise FileNotFoundError(f"no checkpoint (*.pt, *.pth) found under {path}")
 
 
 def load_pretrained(ref: Pretrained) -> tuple[SimpleVAE3D, dict[str, Any], str, str | None]:

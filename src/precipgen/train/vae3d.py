@@ -13,7 +13,6 @@ Helpers shared with :mod:`precipgen.train.finetune_crps` live here too.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 
 from precipgen import tracking
-from precipgen.cli import config_from_args, empty_to_none
+from precipgen.cli import config_from_args, flag_overrides, opt
 from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor, statics_tensor
 from precipgen.data.store import PreparedDataset, dataset_digest
@@ -41,28 +40,6 @@ REGISTERED_NAME = "vae3d-deterministic"
 
 
 # ------------------------------------------------------------------ shared helpers
-def flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
-    """Named step flags -> ``section.key=value`` overrides (values JSON-quoted: paths stay str)."""
-    out = []
-    for flag, key in mapping.items():
-        value = getattr(args, flag, None)
-        if value is not None and value != "":
-            out.append(f"{key}={json.dumps(value)}")
-    return out
-
-
-def opt(tp: type) -> Any:
-    """argparse type where '' (what MLproject passes for 'not given') means None."""
-    def parse(s: str) -> Any:
-        if empty_to_none(s) is None:
-            return None
-        if tp is int and "." in s and float(s).is_integer():  # MLproject float params: "30.0"
-            return int(float(s))
-        return tp(s)
-    parse.__name__ = tp.__name__
-    return parse
-
-
 def p95_mm(ds: PreparedDataset) -> float:
     """The heavy-pixel threshold (mm): thresholds.json's P95, else the train split's wet P95."""
     thr = ds.thresholds
