@@ -284,9 +284,10 @@ class VAE3DGenerator:
     """
 
     def __init__(self, model: SimpleVAE3D, norm: Normalization, window_days: int,
-                 batch_size: int = 4):
+                 batch_size: int = 4, land_mask: Tensor | None = None):
         self.model, self.norm = model.eval(), norm
         self.window_days, self.batch_size = window_days, batch_size
+        self.land = land_mask  # sea pixels are 0 in the output, as in the prepared data
 
     @torch.no_grad()
     def predict(self, x_lr_physical: np.ndarray, num_samples: int = 1,
@@ -321,10 +322,13 @@ class VAE3DGenerator:
                 y = self.model.forward_deterministic(xb).unsqueeze(0).expand(m, *([-1] * 5))
             else:
                 y = self.model.generate_multiple_outputs(xb, m, temperature, seed + b, chunk_size=4)
-            outs.append(self.norm.to_physical(y))
+            y = self.norm.to_physical(y)
+            outs.append(y * self.land.to(y.dtype) if self.land is not None else y)
         return torch.cat(outs, dim=1).numpy()
 
 
 @register_loader("vae3d")
 def load_vae3d(ck: dict[str, Any], norm: Normalization) -> VAE3DGenerator:
-    return VAE3DGenerator(build_from_checkpoint(ck), norm, int(ck.get("window_days", 8)))
+    land = ck.get("land_mask")
+    return VAE3DGenerator(build_from_checkpoint(ck), norm, int(ck.get("window_days", 8)),
+                          land_mask=None if land is None else land.bool())
