@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +159,6 @@ class Run:
     def log_dataset(self, root: str | Path, digest: str, name: str, context: str = "training",
                     profile: dict[str, Any] | None = None) -> None:
         """Record a dataset directory as an MLflow input, identified by its content digest."""
-        import warnings
 
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
@@ -345,14 +346,25 @@ def log_generator_model(
 
     params = {k: v for k, v in default_params.items()}
     signature = infer_signature(example_input, None, params=params)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=PrecipgenPyfunc(),
-        artifacts={"checkpoint": str(checkpoint), "normalization": str(normalization)},
-        signature=signature,
-        registered_model_name=registered_name,
-        pip_requirements=[f"precipgen=={__version__}"],
-    )
+    # PrecipgenPyfunc holds no state and lives in an importable module, so cloudpickle stores
+    # a reference to it, not code; the weights are plain artifacts loaded weights_only. The
+    # signature describes the input, so mlflow's warnings about both are noise here.
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=PrecipgenPyfunc(),
+                artifacts={"checkpoint": str(checkpoint), "normalization": str(normalization)},
+                signature=signature,
+                registered_model_name=registered_name,
+                pip_requirements=[f"precipgen=={__version__}"],
+            )
+    finally:
+        pyfunc_logger.setLevel(level)
     if not registered_name:
         return None
     version = str(info.registered_model_version)
