@@ -82,3 +82,14 @@ def test_resolve_local_and_runs_uri_against_server(tracking_server, tmp_path):
     with pytest.raises(FileNotFoundError, match="no registered model for models:/nope@best"):
         tracking.resolve("models:/nope@best")
     assert run.url.startswith(tracking_server) and run.run_id in run.url
+
+
+def test_resumed_run_warns_when_a_param_changed(sqlite_tracking: str, capsys) -> None:
+    with tracking.start_run("prepare", params={"train": {"epochs": 2}}) as run:
+        rid = run.run_id
+    with tracking.start_run("prepare", params={"train": {"epochs": 4, "lr": 0.1}}, run_id=rid):
+        pass
+    err = capsys.readouterr().err
+    assert "keeps its original values of train.epochs" in err
+    params = tracking.get_run(rid).data.params
+    assert params["train.epochs"] == "2" and params["train.lr"] == "0.1"

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -123,6 +124,11 @@ class Run:
     def log_params(self, params: dict[str, Any]) -> None:
         flat = flatten(params)
         existing = mlflow.get_run(self.run_id).data.params
+        changed = sorted(k for k, v in flat.items() if k in existing and existing[k] != _param_value(v))
+        if changed:  # MLflow params are immutable: a resumed run keeps what it started with
+            print(f"warning: run {self.run_id} keeps its original values of {', '.join(changed[:8])}"
+                  f"{' ...' if len(changed) > 8 else ''} (MLflow params cannot change on resume)",
+                  file=sys.stderr)
         items = [
             mlflow.entities.Param(k, _param_value(v))
             for k, v in flat.items()
@@ -226,10 +232,7 @@ def start_run(
 
 
 def isinstance_interrupt() -> bool:
-    import sys
-
-    exc = sys.exc_info()[1]
-    return isinstance(exc, KeyboardInterrupt)
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
 def flush() -> None:
