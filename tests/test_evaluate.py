@@ -171,3 +171,18 @@ def test_paths_work_and_a_missing_cvae_is_skipped(sqlite_tracking, pipeline, tmp
     assert any(n.startswith("cVAE skipped") for n in ev["notes"])
     assert "cvae_CRPS" not in ev["metrics"] and np.isfinite(ev["metrics"]["gen_CRPS"])
     assert len(ev["days"]) == 4
+
+
+def test_rare_event_notes_flag_thresholds_almost_never_reached(tmp_path):
+    from helpers import make_prepared
+
+    from precipgen.data.store import PreparedDataset
+    from precipgen.evaluate import rare_event_notes
+
+    ds = PreparedDataset.open(make_prepared(tmp_path, days=64, seed=3))
+    land_mean = np.asarray(ds.Y_hr)[:, 0][:, ds.land_mask].mean(axis=1)
+    driest = np.array([int(np.argmin(land_mean))])
+    n99 = int((np.asarray(ds.Y_hr[driest])[:, 0][:, ds.land_mask] >= ds.thresholds["P99"]).sum())
+    notes = rare_event_notes(ds, driest)
+    assert any(f"only {n99} truth pixels of the split reach P99" in n for n in notes)
+    assert rare_event_notes(ds, np.arange(ds.n_days)) == []  # 64 days: plenty of events

@@ -99,6 +99,25 @@ def oracle_params(ds: PreparedDataset) -> dict[str, Any] | None:
     return gen.get("params") if isinstance(gen, dict) and gen.get("params") else None
 
 
+MIN_EVENT_PIXELS = 100  # below this, threshold scores at that level are noise
+
+
+def rare_event_notes(ds: PreparedDataset, days: np.ndarray) -> list[str]:
+    """Warn where a threshold is reached by so few truth pixels of the split that FSS, Brier
+    and twCRPS at that level say little (FSS is exactly 0 when no event overlaps)."""
+    land = ds.land_mask
+    truth = np.concatenate([np.asarray(ds.Y_hr[days[i:i + 256]])[:, 0][:, land].ravel()
+                            for i in range(0, len(days), 256)])
+    notes = []
+    for name in ("P95", "P99"):
+        n = int((truth >= float(ds.thresholds[name])).sum())
+        if n < MIN_EVENT_PIXELS:
+            notes.append(f"only {n} truth pixels of the split reach {name} "
+                         f"({float(ds.thresholds[name]):.2f} {ds.normalization.units}): scores at "
+                         f"{name} (FSS, Brier, twCRPS) are not meaningful here")
+    return notes
+
+
 def figure_days(ds: PreparedDataset, days: np.ndarray, truth: np.ndarray, n: int) -> list[int]:
     """Positions of ``n`` heavy days of the split, topped up with the wettest ones."""
     heavy = np.flatnonzero(np.isin(days, ds.heavy_days)).tolist()
@@ -269,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
     if len(days) == 0:
         raise ValueError(f"split '{args.split}' of {ds.root} has no days")
     models, notes = load_models(args, ds)
+    notes += rare_event_notes(ds, days)
     if oracle_params(ds) is None:
         notes.append("no synthetic-generator parameters in provenance.json: no oracle scores")
     run_name = cli.empty_to_none(args.run_name) or f"evaluate_{time.strftime('%Y%m%d_%H%M%S')}"
@@ -315,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
         notes += hist_notes
         write_outputs(r, report_dir, run_name, models, ds, days, args, m, seed, ev, metrics,
                       histories, notes, out.text, aug)
+        for note in notes:
+            print(f"note: {note}")
         print(f"evaluate: {len(days)} {args.split} days, m={m}: CRPS deterministic "
               f"{metrics['det_CRPS']:.4f} vs generative {metrics['gen_CRPS']:.4f} "
               f"({metrics['crps_improvement_pct']:.1f}%), spread-skill "
