@@ -90,12 +90,14 @@ def add_flag(p: argparse.ArgumentParser, flag: str, tp: type, key: str, help: st
                    help=f"{help} (sets {key})" if help else f"sets {key}")
 
 
-def flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
+def flag_overrides(args: argparse.Namespace, flags: dict[str, str | tuple[Any, ...]]) -> list[str]:
     """Named step flags -> ``section.key=value`` overrides for :func:`config_from_args`.
 
-    Values are JSON-encoded, so YAML keeps paths strings and numbers numbers."""
+    ``flags`` maps a flag to its config key (or to a tuple starting with it). Values are
+    JSON-encoded, so YAML keeps paths strings and numbers numbers."""
     out = []
-    for flag, key in mapping.items():
+    for flag, spec in flags.items():
+        key = spec[0] if isinstance(spec, tuple) else spec
         value = getattr(args, flag, None)
         if value is not None and value != "":
             out.append(f"{key}={json.dumps(value)}")

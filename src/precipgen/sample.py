@@ -68,7 +68,7 @@ def _check_target(path: Path, overwrite: bool, flag: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from precipgen.train.loop import pick_device
 
-    cfg = config_from_args(args, flag_overrides(args, {f: k for f, (k, _, _) in FLAGS.items()}))
+    cfg = config_from_args(args, flag_overrides(args, FLAGS))
     sc = cfg.sampling
     seed = args.seed if args.seed is not None else cfg.train.seed
     overwrite = truthy(args.overwrite)

@@ -27,7 +27,7 @@ import scoringrules as sr
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from precipgen.scores.extremes import masked_points
+from precipgen.scores.extremes import ensemble_points, masked_points
 
 __all__ = [
     "Flatness",
@@ -44,15 +44,6 @@ __all__ = [
     "spread_skill_ratio",
 ]
 
-
-def _pairs(
-    ens: ArrayLike, obs: ArrayLike, mask: ArrayLike | None
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Ensemble ``(m, N)`` and observations ``(N,)`` on the masked pixels."""
-    ens, obs = np.asarray(ens, float), np.asarray(obs, float)
-    if ens.ndim < 1 or ens.shape[1:] != obs.shape:
-        raise ValueError(f"ens must have shape (m, *obs.shape); got {ens.shape} and {obs.shape}")
-    return masked_points(ens, mask, keep=1), masked_points(obs, mask)
 
 
 # --------------------------------------------------------------------------- spread-skill
@@ -85,7 +76,7 @@ def spread_skill(ens: ArrayLike, obs: ArrayLike, mask: ArrayLike | None = None) 
     reliable 10-member ensemble would score about 0.95). SSR < 1: under-dispersive
     (over-confident); > 1: over-dispersive.
     """
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     m, n = x.shape
     if m < 2:
         raise ValueError(f"spread-skill needs at least 2 members, got m={m}")
@@ -115,7 +106,7 @@ def spread_skill_binned(
     read :func:`spread_skill` for the overall ratio. Pairs with equal variance (e.g.
     all-dry ensembles) may make bins uneven.
     """
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     m = x.shape[0]
     if m < 2:
         raise ValueError(f"spread-skill needs at least 2 members, got m={m}")
@@ -157,7 +148,7 @@ def rank_histogram(
     Sum histograms of several calls (e.g. per day) to accumulate, passing one Generator
     to all of them (an int seed restarts the same random stream in every call).
     """
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     m = x.shape[0]
     ok = np.isfinite(y) & np.isfinite(x).all(axis=0)
     if x_min is not None:
@@ -256,7 +247,7 @@ def reliability_diagram(
     frequencies shrink towards the base rate); its calibration in the large
     (``sum(counts * forecast) / sum(counts) == base_rate``) holds for any ``m``.
     """
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     m = x.shape[0]
     prob = (x >= threshold).mean(axis=0)
     event = (y >= threshold).astype(float)
@@ -284,7 +275,7 @@ def brier_score(
 
     0 is perfect. A deterministic forecast is the ``m = 1`` case (``ens[None]``).
     """
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     if y.size == 0:
         return float("nan")
     prob = (x >= threshold).mean(axis=0)

@@ -31,7 +31,7 @@ import numpy as np
 import scoringrules as sr
 from numpy.typing import ArrayLike, NDArray
 
-from precipgen.scores.extremes import masked_points
+from precipgen.scores.extremes import ensemble_points, masked_points
 
 __all__ = [
     "DETERMINISTIC_VARIANCE",
@@ -67,14 +67,6 @@ DETERMINISTIC_VARIANCE = 1e-6
 _CHUNK_ELEMENTS = 1 << 24  # scoringrules' numpy estimators build an (N, m, m) array
 
 
-def _pairs(
-    ens: ArrayLike, obs: ArrayLike, mask: ArrayLike | None
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    ens, obs = np.asarray(ens, float), np.asarray(obs, float)
-    if ens.ndim < 1 or ens.shape[1:] != obs.shape:
-        raise ValueError(f"ens must have shape (m, *obs.shape); got {ens.shape} and {obs.shape}")
-    return masked_points(ens, mask, keep=1), masked_points(obs, mask)
-
 
 def _mean_crps(x: NDArray, y: NDArray, kind: str, v_func=None) -> float:
     """Mean scoringrules CRPS over pairs, in chunks so memory stays ~128 MB."""
@@ -103,7 +95,7 @@ def crps_ensemble(
     ens: ArrayLike, obs: ArrayLike, mask: ArrayLike | None = None, *, kind: Kind = "fair"
 ) -> float:
     """Mean ensemble CRPS (``scoringrules.crps_ensemble``, estimator "fair" or "nrg")."""
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     return _mean_crps(x, y, kind)
 
 
@@ -121,7 +113,7 @@ def twcrps_ensemble(
     i.e. the CRPS of the members and observation censored below :math:`t`: it equals the
     CRPS integral restricted to :math:`[t, \infty)` (Allen et al. 2023).
     """
-    x, y = _pairs(ens, obs, mask)
+    x, y = ensemble_points(ens, obs, mask)
     return _mean_crps(x, y, kind, v_func=lambda z: np.maximum(z, threshold))
 
 

@@ -68,6 +68,16 @@ def masked_points(x: ArrayLike, mask: ArrayLike | None = None, keep: int = 0) ->
     return x[..., mask].reshape(*lead, -1)
 
 
+
+def ensemble_points(
+    ens: ArrayLike, obs: ArrayLike, mask: ArrayLike | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Ensemble ``(m, N)`` and observations ``(N,)`` on the masked pixels."""
+    ens, obs = np.asarray(ens, float), np.asarray(obs, float)
+    if ens.ndim < 1 or ens.shape[1:] != obs.shape:
+        raise ValueError(f"ens must have shape (m, *obs.shape); got {ens.shape} and {obs.shape}")
+    return masked_points(ens, mask, keep=1), masked_points(obs, mask)
+
 def _pred_points(pred: ArrayLike, truth: ArrayLike, mask: ArrayLike | None) -> NDArray:
     """Pooled values of ``pred`` (one extra leading ensemble axis allowed)."""
     pred, truth = np.asarray(pred), np.asarray(truth)

@@ -251,7 +251,7 @@ def open_dataset(path: Path, batch_size: int, world: int) -> PreparedDataset:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, flag_overrides(args, {f: k for f, (k, _) in FLAGS.items()}))
+    cfg = config_from_args(args, flag_overrides(args, FLAGS))
     try:
         train(cfg, resume=truthy(args.resume))
     except NonFiniteLossError as e:

@@ -40,7 +40,7 @@ import yaml
 from torch import Tensor
 
 from precipgen import tracking
-from precipgen.cli import config_from_args, flag_overrides, opt
+from precipgen.cli import add_flag, config_from_args, flag_overrides, opt
 from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor
 from precipgen.data.store import PreparedDataset
@@ -196,32 +196,29 @@ def check_fits(ck: dict[str, Any], ds: PreparedDataset) -> None:
 
 
 # ------------------------------------------------------------------ the step
-FLAGS = {
-    "data": "data.path", "epochs": "finetune.epochs", "batch_size": "finetune.batch_size",
-    "lr": "finetune.lr", "crps_samples": "finetune.crps_samples",
-    "chunk_size": "finetune.chunk_size", "crps_kind": "finetune.crps_kind",
-    "grad_clip": "finetune.grad_clip", "checkpoint_interval": "finetune.checkpoint_interval",
-    "seed": "train.seed", "output_dir": "finetune.output_dir",
+# named flags -> (config key, type, help): the seed's options; "" = use the config
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "data": ("data.path", str, "prepared dataset dir"),
+    "epochs": ("finetune.epochs", int, "default 30"),
+    "batch_size": ("finetune.batch_size", int, "default 4"),
+    "lr": ("finetune.lr", float, "default 1e-5"),
+    "crps_samples": ("finetune.crps_samples", int, "ensemble size m (default 20)"),
+    "chunk_size": ("finetune.chunk_size", int,
+                   "members per chunk; below crps_samples: chunked exact gradient (0 = all)"),
+    "crps_kind": ("finetune.crps_kind", str, "fair | standard | almost_fair (default fair)"),
+    "grad_clip": ("finetune.grad_clip", float, "default 1.0"),
+    "checkpoint_interval": ("finetune.checkpoint_interval", int, "default 5"),
+    "seed": ("train.seed", int, "default 42"),
+    "output_dir": ("finetune.output_dir", str,
+                   "runs go to <output_dir>/vae_generative_crps_<TIMESTAMP>/"),
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", type=opt(str), default=None,
                    help=f"path | runs:/<id>/<path> | models:/<name>@<alias> (default {DEFAULT_PRETRAINED})")
-    p.add_argument("--data", type=opt(str), default=None, help="prepared dataset dir (data.path)")
-    p.add_argument("--epochs", type=opt(int), default=None, help="default 30")
-    p.add_argument("--batch_size", type=opt(int), default=None, help="default 4")
-    p.add_argument("--lr", type=opt(float), default=None, help="default 1e-5")
-    p.add_argument("--crps_samples", type=opt(int), default=None, help="ensemble size m (default 20)")
-    p.add_argument("--chunk_size", type=opt(int), default=None,
-                   help="members per chunk; below crps_samples: chunked exact gradient (0 = all)")
-    p.add_argument("--crps_kind", type=opt(str), default=None,
-                   help="fair | standard | almost_fair (default fair)")
-    p.add_argument("--grad_clip", type=opt(float), default=None, help="default 1.0")
-    p.add_argument("--checkpoint_interval", type=opt(int), default=None, help="default 5")
-    p.add_argument("--seed", type=opt(int), default=None, help="train.seed (default 42)")
-    p.add_argument("--output_dir", type=opt(str), default=None,
-                   help="runs go to <output_dir>/vae_generative_crps_<TIMESTAMP>/")
+    for flag, (key, tp, text) in FLAGS.items():
+        add_flag(p, flag, tp, key, text)
     p.add_argument("--resume", type=opt(str), default=None, metavar="RUN_DIR",
                    help="continue the run in this vae_generative_crps_<TIMESTAMP> directory")
 

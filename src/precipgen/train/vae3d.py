@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from precipgen import tracking
-from precipgen.cli import config_from_args, flag_overrides, opt
+from precipgen.cli import add_flag, config_from_args, flag_overrides, opt
 from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor, statics_tensor
 from precipgen.data.store import PreparedDataset, dataset_digest
@@ -158,23 +158,22 @@ class PretrainTask:
 
 
 # ------------------------------------------------------------------ the step
-FLAGS = {
-    "data": "data.path", "epochs": "vae3d.epochs", "batch_size": "vae3d.batch_size",
-    "lr": "vae3d.lr", "window_days": "vae3d.window_days", "beta_kl": "vae3d.beta_kl",
-    "seed": "train.seed", "output_dir": "vae3d.output_dir",
+# named flags -> (config key, type, help); "" from MLproject = use the config
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "data": ("data.path", str, "prepared dataset dir"),
+    "epochs": ("vae3d.epochs", int, "default 50"),
+    "batch_size": ("vae3d.batch_size", int, "default 4"),
+    "lr": ("vae3d.lr", float, "default 1e-4"),
+    "window_days": ("vae3d.window_days", int, "days per window (default 8)"),
+    "beta_kl": ("vae3d.beta_kl", float, "KL weight (default 1e-3)"),
+    "seed": ("train.seed", int, "default 42"),
+    "output_dir": ("vae3d.output_dir", str, "runs go to <output_dir>/vae3d_<TIMESTAMP>/"),
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=opt(str), default=None, help="prepared dataset dir (data.path)")
-    p.add_argument("--epochs", type=opt(int), default=None, help="vae3d.epochs (default 50)")
-    p.add_argument("--batch_size", type=opt(int), default=None, help="vae3d.batch_size (default 4)")
-    p.add_argument("--lr", type=opt(float), default=None, help="vae3d.lr (default 1e-4)")
-    p.add_argument("--window_days", type=opt(int), default=None, help="days per window (default 8)")
-    p.add_argument("--beta_kl", type=opt(float), default=None, help="KL weight (default 1e-3)")
-    p.add_argument("--seed", type=opt(int), default=None, help="train.seed (default 42)")
-    p.add_argument("--output_dir", type=opt(str), default=None,
-                   help="runs go to <output_dir>/vae3d_<TIMESTAMP>/ (default outputs/vae3d)")
+    for flag, (key, tp, text) in FLAGS.items():
+        add_flag(p, flag, tp, key, text)
     p.add_argument("--resume", type=opt(str), default=None, metavar="RUN_DIR",
                    help="continue the run in this vae3d_<TIMESTAMP> directory")
 
