@@ -174,3 +174,30 @@ def test_bad_input_is_clear(sqlite_tracking: str, tmp_path: Path,
     code = main(["train_cvae", "--data", str(tmp_path / "nope"), *TINY])
     assert code == 2 and "not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_mlflow_run_train_cvae_on_prepared_mrms(tracking_server: str, mrms_path: Path,
+                                                tmp_path: Path) -> None:
+    """The issue's entry point on real radar data: hourly tiles, mm/h, 3 predictor channels."""
+    from mlflow.tracking import MlflowClient
+
+    data = tmp_path / "mrms"
+    run_cli("prepare", "--source", "netcdf", "--input", str(mrms_path), "--target", "precip",
+            "--predictor_vars", "predictors", "--channel_dim", "channel", "--output", str(data))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_server,
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    tiny = ("model.d_z=4 model.base_filters=4 model.d_x=8 model.d_y=8 "
+            "train.max_batches_per_epoch=3 train.batch_size=4 train.figure_interval=0")
+    proc = subprocess.run(
+        [str(BIN / "mlflow"), "run", str(REPO), "-e", "train_cvae", "--env-manager", "local",
+         "-P", f"data={data}", "-P", "epochs=2", "-P", f"output_dir={tmp_path / 'out'}",
+         "-P", f"overrides={tiny}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_id = re.search(r"Run \(ID '([0-9a-f]+)'\) succeeded", proc.stderr).group(1)
+    run = MlflowClient(tracking_server).get_run(run_id)
+    assert run.data.tags["precipgen.entry_point"] == "train_cvae"
+    assert run.data.tags["upstream.dataset_run_id"] == (data / ".precipgen_run").read_text().strip()
+    assert np.isfinite(run.data.metrics["val_MAE_all"]) and run.data.metrics["epoch"] == 2
+    assert (tmp_path / "out" / "checkpoints" / "cvae_best.pt").exists()

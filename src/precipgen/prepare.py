@@ -211,8 +211,10 @@ def _run(args: argparse.Namespace, cfg: Config, out: Path) -> int:
         run.log_figure(_figure(raw, land, md), "figures/prepare_overview.png")
         tracking.mark_output(tmp, run.run_id)
         url = run.url
+    # Daily data has days; hourly radar tiles (MRMS) are samples.
+    what = "days" if md.files["samples.json"].get("step") in ("1D", None) else "samples"
     print(
-        f"prepare: {s['days_total']} days (train {s['days_train']} / val {s['days_val']} / "
+        f"prepare: {s['days_total']} {what} (train {s['days_train']} / val {s['days_val']} / "
         f"test {s['days_test']}), {s['heavy_days']} heavy, P95={s['P95']:.2f} {raw.units}, "
         f"P99={s['P99']:.2f} {raw.units} -> {out} | run {url}"
     )
