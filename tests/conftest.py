@@ -72,7 +72,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 def tracking_server(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point this test's steps (in-process and subprocesses) at the real server."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    _reset_mlflow()
+    _reset_mlflow(mlflow_server)
     return mlflow_server
 
 
@@ -82,15 +82,18 @@ def sqlite_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)  # sqlite stores put artifacts under ./mlruns
-    _reset_mlflow()
+    _reset_mlflow(uri)
     return uri
 
 
-def _reset_mlflow() -> None:
+def _reset_mlflow(uri: str) -> None:
+    """No run left open by an earlier test, and mlflow's global URI (which wins over the
+    environment once set) pointing at this test's store."""
     import mlflow
 
     while mlflow.active_run() is not None:
         mlflow.end_run()
+    mlflow.set_tracking_uri(uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         os.environ.pop(var, None)
 

@@ -14,7 +14,7 @@ STEPS = ["prepare", "pretrain_vae", "finetune_crps", "train_cvae", "sample", "ev
 @pytest.mark.slow
 def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: str, tmp_path: Path):
     root = tmp_path / "pipe"
-    args = ["main", "--profile", "tiny", "--output_root", str(root), "--skip_augmentation",
+    args = ["main", "--profile", "tiny", "--output_root", str(root),
             "--report_dir", str(tmp_path / "reports")]
     first = run_cli(*args, timeout=900)
     assert "6 steps (0 reused)" in first.stdout
@@ -34,6 +34,11 @@ def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: st
     assert by_entry["finetune_crps"].data.tags["upstream.pretrained_run_id"] == pre_id
     assert by_entry["evaluate"].data.tags["upstream.deterministic_run_id"] == pre_id
     assert parent.data.tags["step.evaluate_run_id"] == by_entry["evaluate"].info.run_id
+    # the SRDRN arms are children of the evaluate run, not re-openings of it
+    eval_id = by_entry["evaluate"].info.run_id
+    arms = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{eval_id}'")
+    assert sorted(a.data.tags["precipgen.entry_point"] for a in arms) == [
+        "augmentation_augmented", "augmentation_real"]
     assert (root / "prepared" / "metadata" / "provenance.json").exists()
     assert (tmp_path / "reports" / "evaluate-tiny" / "report.html").exists()
 

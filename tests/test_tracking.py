@@ -93,3 +93,21 @@ def test_resumed_run_warns_when_a_param_changed(sqlite_tracking: str, capsys) ->
     assert "keeps its original values of train.epochs" in err
     params = tracking.get_run(rid).data.params
     assert params["train.epochs"] == "2" and params["train.lr"] == "0.1"
+
+
+def test_nested_run_under_mlflow_run_id_is_a_new_child(sqlite_tracking, monkeypatch):
+    """Under `mlflow run` (MLFLOW_RUN_ID set), a nested run must not re-open the parent."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("precipgen") or client.get_experiment(
+        client.create_experiment("precipgen"))
+    parent_id = client.create_run(exp.experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", parent_id)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", exp.experiment_id)
+    with tracking.start_run("evaluate") as parent:
+        assert parent.run_id == parent_id
+        with tracking.start_run("augmentation_real", nested=True) as child:
+            assert child.run_id != parent_id
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+    assert runs[parent_id].data.tags["precipgen.entry_point"] == "evaluate"
+    assert runs[child.run_id].data.tags["mlflow.parentRunId"] == parent_id
+    assert runs[child.run_id].data.tags["precipgen.entry_point"] == "augmentation_real"

@@ -205,7 +205,14 @@ def start_run(
     rid = run_id or env_run
     if rid and not nested and mlflow.active_run() is not None:
         rid = None  # already inside the run mlflow run created
+    # mlflow.start_run falls back to MLFLOW_RUN_ID when given no run id: once the run that
+    # `mlflow run` (or the pipeline) created is open, the variable is spent, or a nested run
+    # (an SRDRN arm, a tuning trial) would re-open the parent instead of making a child.
+    if nested:
+        os.environ.pop("MLFLOW_RUN_ID", None)
     active = mlflow.start_run(run_id=rid, run_name=None if rid else run_name, nested=nested)
+    if env_run and active.info.run_id == env_run:
+        os.environ.pop("MLFLOW_RUN_ID", None)
     run = Run(active.info.run_id, active.info.experiment_id, uri)
     status = "FINISHED"
     try:
