@@ -21,7 +21,7 @@ HAS_SYNTHETIC = importlib.util.find_spec("precipgen.data.synthetic") is not None
 needs_synthetic = pytest.mark.skipif(not HAS_SYNTHETIC, reason="synthetic generator not written yet")
 SMALL = ["--days", "120", "--height", "48", "--width", "48", "--factor", "4"]
 SUMMARY = re.compile(
-    r"^prepare: (\d+) days \(train (\d+) / val (\d+) / test (\d+)\), (\d+) heavy, "
+    r"^prepare: (\d+) (?:days|samples) \(train (\d+) / val (\d+) / test (\d+)\), (\d+) heavy, "
     r"P95=([\d.]+) (\S+), P99=([\d.]+) \S+ -> (.+) \| (.+)$"
 )
 
@@ -140,7 +140,7 @@ def test_srdrn_from_mrms_arrays(sqlite_tracking, tmp_path, mrms_path):
                    "--channel_names", "mean_t,mean_tminus1,wetfrac_t", "--units", "mm/h",
                    "--output", str(out), cwd=tmp_path)
     m = summary_line(proc.stdout)
-    assert m.group(7) == "mm/h"
+    assert m.group(7) == "mm/h" and " samples (train" in proc.stdout  # hourly tiles, not days
     ds = check_dataset(out)
     np.testing.assert_array_equal(ds.X_lr, pred.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(ds.Y_hr[:, 0], obs)  # all land: stored as is
