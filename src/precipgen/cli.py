@@ -90,6 +90,12 @@ def add_flag(p: argparse.ArgumentParser, flag: str, tp: type, key: str, help: st
                    help=f"{help} (sets {key})" if help else f"sets {key}")
 
 
+def add_flags(p: argparse.ArgumentParser, flags: dict[str, tuple[Any, ...]]) -> None:
+    """A step's flag table: ``{flag: (config key, type[, help])}``."""
+    for flag, (key, tp, *text) in flags.items():
+        add_flag(p, flag, tp, key, *text)
+
+
 def flag_overrides(args: argparse.Namespace, flags: dict[str, str | tuple[Any, ...]]) -> list[str]:
     """Named step flags -> ``section.key=value`` overrides for :func:`config_from_args`.
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from precipgen import tracking
-from precipgen.cli import add_flag, config_from_args, empty_to_none, flag_overrides, opt, truthy
+from precipgen.cli import add_flags, config_from_args, empty_to_none, flag_overrides, opt, truthy
 from precipgen.data.store import AtomicDir, PreparedDataset
 from precipgen.synth.augment import write_augmented
 from precipgen.synth.build import MANIFEST_FILE, SampleSettings, SynthResult, build_synthetic_set
@@ -51,8 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="checkpoint path, runs:/<id>/... or models:/cvae@<alias> "
                         f"(default {DEFAULT_MODEL})")
-    for flag, (key, tp, text) in FLAGS.items():
-        add_flag(p, flag, tp, key, text)
+    add_flags(p, FLAGS)
     p.add_argument("--seed", type=opt(int), default=None, help="noise seed (default: train.seed)")
     p.add_argument("--augment_out", default=None,
                    help="also write SRDRN-layout augmented training arrays here")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from precipgen import tracking
-from precipgen.cli import add_flag, config_from_args, flag_overrides, truthy
+from precipgen.cli import add_flags, config_from_args, flag_overrides, truthy
 from precipgen.config import Config
 from precipgen.data.datasets import (
     DayDataset,
@@ -85,8 +85,7 @@ FLAGS: dict[str, tuple[str, type]] = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for flag, (key, tp) in FLAGS.items():
-        add_flag(p, flag, tp, key)
+    add_flags(p, FLAGS)
     p.add_argument("--resume", nargs="?", const="true", default="false",
                    help="continue from <output_dir>/checkpoints/cvae_last.pt in the same MLflow run")
 

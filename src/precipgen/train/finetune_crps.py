@@ -40,7 +40,7 @@ import yaml
 from torch import Tensor
 
 from precipgen import tracking
-from precipgen.cli import add_flag, config_from_args, flag_overrides, opt
+from precipgen.cli import add_flags, config_from_args, flag_overrides, opt
 from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor
 from precipgen.data.store import PreparedDataset
@@ -217,8 +217,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", type=opt(str), default=None,
                    help=f"path | runs:/<id>/<path> | models:/<name>@<alias> (default {DEFAULT_PRETRAINED})")
-    for flag, (key, tp, text) in FLAGS.items():
-        add_flag(p, flag, tp, key, text)
+    add_flags(p, FLAGS)
     p.add_argument("--resume", type=opt(str), default=None, metavar="RUN_DIR",
                    help="continue the run in this vae_generative_crps_<TIMESTAMP> directory")
 
