@@ -21,13 +21,15 @@ import numpy as np
 import torch
 
 from precipgen.config import ModelConfig
+from precipgen.data import cf
 from precipgen.data.synthetic import CHANNEL_NAMES, STATIC_NAMES
 from precipgen.data.transforms import Normalization
 from precipgen.models.cvae import CVAE
+from precipgen.models.memory_format import fast_layout
 from precipgen.synth.generate import LoadedCVAE, day_batches, generate_batch
 from precipgen.synth.quality import sample_stats
 from precipgen.synth.writer import SynthWriter
-from precipgen.train.loop import pick_device
+from precipgen.train.distributed import pick_device
 
 H, W, FACTOR = 156, 132, 12
 
@@ -85,7 +87,9 @@ def bench_writing(batches: list, per_sample: bool) -> float:
             for i in range(len(b.days)):
                 w.add(int(b.days[i]), int(b.ks[i]), b.y_mm[i], b.x_phys[i])
                 n += 1
-        w.finalize({"mode": "bench"}, list(CHANNEL_NAMES))
+        grid = cf.Grid("mm/day", np.ones((H, W), dtype=bool), list(CHANNEL_NAMES),
+                       [None] * len(CHANNEL_NAMES))
+        w.finalize({"mode": "bench", "K": int(max(b.ks.max() for b in batches)) + 1}, grid)
         return n / (time.perf_counter() - t0)
 
 
@@ -101,6 +105,7 @@ def main() -> None:
     ds = fake_dataset(n_days)
     days = np.arange(n_days)
     m = make_model(device)
+    fast_layout(m.model)  # as open_model does
     n_params = sum(p.numel() for p in m.model.parameters())
     print(f"device {device} ({torch.get_num_threads()} CPU threads), default cVAE "
           f"({n_params / 1e6:.2f} M params), {H}x{W}, C={len(CHANNEL_NAMES)}, K={args.K}, "

@@ -36,7 +36,7 @@ from precipgen.data.datasets import (  # noqa: E402
 )
 from precipgen.data.store import PreparedDataset  # noqa: E402
 from precipgen.models.cvae import CVAE  # noqa: E402
-from precipgen.train.cvae_loss import CVAELoss  # noqa: E402
+from precipgen.train.losses import CVAELoss  # noqa: E402
 
 
 def matmul_flops(n: int = 2048, reps: int = 10) -> float:

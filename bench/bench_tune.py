@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))  # make_prepared: a random prepared data
 import optuna  # noqa: E402
 from helpers import make_prepared  # noqa: E402
 
-from precipgen.tune import normalize_storage  # noqa: E402
+from precipgen.tuning.study import normalize_storage  # noqa: E402
 
 
 def start_server(root: Path) -> tuple[subprocess.Popen, str]:

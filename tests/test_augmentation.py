@@ -10,9 +10,10 @@ import pytest
 from helpers import make_prepared
 from mlflow.tracking import MlflowClient
 
-from precipgen import augmentation, tracking
+from precipgen import tracking
 from precipgen.config import load_config
 from precipgen.data.store import PreparedDataset
+from precipgen.evaluation import augmentation_gain as augmentation
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,67 @@ def test_experiment_reports_both_arms_as_nested_runs(tracking_server, ds, tmp_pa
         assert "test_MAE_all" in r.data.metrics and "val_loss" in r.data.metrics
         assert r.data.params["steps_per_epoch"] == by_arm["real"].data.params["steps_per_epoch"]
     assert (tmp_path / "out" / "augmentation_days.csv").read_text().startswith("day,real_MAE_all")
+
+
+# ------------------------------------------------------------------ issue 13: A/B, seeds, skip
+def test_option_a_adds_k_samples_per_heavy_day_each_epoch():
+    from precipgen.evaluation.mixing import PerHeavyDaySampler
+
+    real_days = np.array([10, 11, 12, 13])
+    syn_days = np.array([11, 11, 11, 13, 99])  # 99: not a heavy training day
+    s = PerHeavyDaySampler(4, real_days, np.array([11, 13]), syn_days, k=2, seed=0)
+    s.set_epoch(1)
+    idx = list(s)
+    assert len(idx) == len(s) == 4 + 2 * 2
+    assert sorted(i for i in idx if i < 4) == [0, 1, 2, 3]  # every real day once
+    syn = [i - 4 for i in idx if i >= 4]
+    assert sum(syn_days[j] == 11 for j in syn) == 2 and sum(syn_days[j] == 13 for j in syn) == 2
+    s.set_epoch(2)
+    assert list(s) != idx  # a fresh draw per epoch
+    s.set_epoch(1)
+    assert list(s) == idx  # reproducible
+
+
+def test_option_b_ratio_cuts_the_synthetic_part():
+    from precipgen.evaluation.mixing import subsample_synthetic
+
+    assert len(subsample_synthetic(50, 20, 0.5, 0)) == 10
+    assert len(subsample_synthetic(50, 20, 0.0, 0)) == 50
+    assert len(subsample_synthetic(5, 20, 1.0, 0)) == 5
+
+
+def test_ci_covers_training_seeds():
+    """Two seeds that disagree widen the CI beyond what the days alone give."""
+    rng = np.random.default_rng(0)
+    land = np.ones((8, 8), dtype=bool)
+    truth = rng.gamma(1, 2, (40, 8, 8))
+    real = [stats_for(truth + rng.normal(0, 1, truth.shape), truth, land)]
+    aug_same = [stats_for(truth + rng.normal(0, 1, truth.shape) * 0.9, truth, land)]
+    aug_two = aug_same + [stats_for(truth + rng.normal(0, 3, truth.shape), truth, land)]
+    one = augmentation.compare({"real": real, "augmented": aug_same}, truth[:, land],
+                               np.arange(40), 200, 0)
+    two = augmentation.compare({"real": real, "augmented": aug_two}, truth[:, land],
+                               np.arange(40), 200, 0)
+    w1 = one["diff_MAE_all_ci_high"] - one["diff_MAE_all_ci_low"]
+    w2 = two["diff_MAE_all_ci_high"] - two["diff_MAE_all_ci_low"]
+    assert w2 > 2 * w1
+    assert one["verdict_MAE_all"] == 1.0  # 10 % less noise: helps
+    assert augmentation.verdict(-2, -1, "lower") == "helps"
+    assert augmentation.verdict(-1, 1, "lower") == "no significant difference"
+    assert augmentation.verdict(-2, -1, "higher") == "hurts"
+
+
+def test_no_synthetic_sample_skips_the_experiment(ds, tmp_path):
+    root = fake_samples(ds, tmp_path / "s")
+    for name in ("Y_syn.npy", "X_ref.npy"):
+        a = np.load(root / name)
+        np.save(root / name, a[:0])
+    np.save(root / "day_index.npy", np.zeros(0, dtype=np.int64))
+    cfg = load_config(None, ["srdrn.filters=4", "srdrn.res_blocks=1", "srdrn.epochs=1"])
+    res = augmentation.run_experiment(ds, str(root), cfg, "test", 3, tmp_path / "out", 10)
+    assert res["skipped"] and res["metrics"]["aug_skipped"] == 1.0
+    assert "SKIPPED" in res["notes"][0] and "0 accepted" in res["notes"][0]
+    assert not any(k.startswith("aug_all_") for k in res["metrics"])  # nothing compared
+    lines: list[str] = []
+    augmentation.console(res, lines.append)
+    assert any("SKIPPED" in line for line in lines) and not any("📊" in line for line in lines)

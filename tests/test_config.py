@@ -6,7 +6,6 @@ import argparse
 
 import pytest
 
-from precipgen import cli
 from precipgen.config import (
     Config,
     ConfigError,
@@ -14,6 +13,7 @@ from precipgen.config import (
     parse_override,
     split_overrides,
 )
+from precipgen.steps import flags as cli
 
 
 def test_defaults_match_configs_default_yaml():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from precipgen.data.transforms import Normalization
-from precipgen.train.cvae_loss import CVAELoss, beta_schedule, kl_per_dim
+from precipgen.train.losses import CVAELoss, beta_schedule, kl_per_dim
 
 
 def norm(mean: float = 0.0, std: float = 1.0) -> Normalization:

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from precipgen.data.transforms import Normalization
-from precipgen.models import load_generator
+from precipgen.models.checkpoint import load_model_state, save_checkpoint
 from precipgen.models.cvae import CVAE, prime_factors
-from precipgen.train.cvae_loss import CVAELoss
-from precipgen.train.loop import load_model_state, save_checkpoint
+from precipgen.models.registry import open_generator as load_generator
+from precipgen.train.losses import CVAELoss
 
 TINY = dict(d_z=8, base_filters=8, d_x=16, d_y=32)
 

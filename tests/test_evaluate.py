@@ -66,7 +66,7 @@ def pipeline(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> di
         rc, out = call("evaluate", "--data", data, "--num_samples", "4", "--split", "val",
                        "--report_dir",
                        str(root / "reports"), "--run_name", "eval-tiny", "--augmentation",
-                       "--samples", str(root / "synth"), "--bootstrap", "50",
+                       "--samples", str(root / "synth"), "--bootstrap", "50", "--verbose",
                        "--set", f"srdrn.output_dir={root / 'srdrn'}", *TINY_SRDRN)
         assert rc == 0, out
     return {"root": root, "data": data, "out": out, "report": root / "reports" / "eval-tiny",
@@ -103,13 +103,37 @@ def test_report_files(pipeline):
         assert (rep / f).stat().st_size > 1000
     assert page.count("data:image/png;base64,") == len(figs) and 'src="figures/' not in page
     assert "🎯 Comparing CRPS LOSS" in md and "| gen_CRPS" not in md  # table by model columns
+    # the verdict box leads: before the header table, each criterion with threshold and result
+    assert md.index("Verdict:") < md.index("| item | value |") < md.index("🎯 Comparing CRPS")
+    assert "| criterion | value | threshold | units | result | basis |" in md
+    assert "generative CRPS / oracle CRPS" in md and "seed: CRPS improvement" in md
+    assert "class='verdict'" in page and page.index("Verdict:") < page.index("<h2>Figures")
+    assert "| CRPS | mm/day | lower |" in md  # score tables say units and better direction
     ev = json.loads((rep / "evaluation.json").read_text())
     m = ev["metrics"]
     assert m["det_CRPS"] == pytest.approx(m["det_MAE_all"])  # a point forecast's CRPS is its MAE
     assert m["gen_oracle_ratio"] == pytest.approx(m["gen_CRPS"] / m["oracle_CRPS"])
     assert len(ev["curves"]["gen"]["rank_histogram"]) == 5  # m + 1 bins
     assert ev["curves"]["gen"]["fss_P95"]["scales"] == list(range(1, 33))
-    assert set(ev["augmentation"]["run_ids"]) == {"real", "augmented"}
+    assert {k.split("_seed")[0] for k in ev["augmentation"]["run_ids"]} == {"real", "augmented"}
+    names = [c["criterion"] for c in ev["verdict"]]
+    assert "augmentation: heavy-day MAE_tail reduction" in names
+    assert all(c["result"] in ("PASS", "FAIL") for c in ev["verdict"])
+
+
+def test_ensemble_nc_is_cf(pipeline):
+    import xarray as xr
+    from conftest import cf_failures
+
+    path = pipeline["report"] / "ensemble.nc"
+    ev = json.loads((pipeline["report"] / "evaluation.json").read_text())
+    with xr.open_dataset(path) as nc:
+        assert nc.attrs["Conventions"] == "CF-1.10" and ev["run_id"] in nc.attrs["source"]
+        assert nc["generative_members"].dims == ("realization", "time", "y", "x")
+        assert nc.sizes["realization"] == 4 and nc.sizes["time"] == len(ev["days"])
+        assert {"truth", "deterministic", "cvae_members", "oracle_members"} <= set(nc.data_vars)
+        assert nc["truth"].attrs["units"] == "mm day-1"
+    assert cf_failures(path) == []
 
 
 def test_metrics_and_lineage_in_mlflow(pipeline):
@@ -135,6 +159,7 @@ def test_metrics_and_lineage_in_mlflow(pipeline):
         "vae3d-crps", "latest").run_id
     assert tags["upstream.cvae_run_id"] == c.get_model_version_by_alias("cvae", "latest").run_id
     assert "upstream.synthetic_run_id" in tags and "upstream.dataset_run_id" in tags
+    assert tags["mlflow.note.content"].startswith("**Verdict: ")  # the run's description
     arts = {a.path for a in c.list_artifacts(run.info.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/evaluation.json"} <= arts
     curve = c.get_metric_history(run.info.run_id, "gen_FSS_P95_curve")
@@ -146,7 +171,7 @@ def test_augmentation_arms_are_nested_runs(pipeline):
     c = pipeline["client"]
     kids = c.search_runs([run.info.experiment_id],
                          filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    assert sorted(k.info.run_name for k in kids) == ["srdrn-augmented", "srdrn-real"]
+    assert {k.info.run_name.split("_seed")[0] for k in kids} == {"srdrn-augmented", "srdrn-real"}
     assert all("test_MAE_all" in k.data.metrics for k in kids)
 
 
@@ -167,6 +192,9 @@ def test_paths_work_and_a_missing_cvae_is_skipped(sqlite_tracking, pipeline, tmp
                    "--generative", str(gen), "--num_samples", "2", "--max_days", "4",
                    "--report_dir", str(tmp_path), "--run_name", "paths")
     assert rc == 0, out
+    lines = out.strip().splitlines()
+    assert len(lines) <= 15 and lines[0].startswith("verdict: "), out  # not the seed's dump
+    assert "🎯 Testing DETERMINISTIC model..." not in out
     ev = json.loads((tmp_path / "paths" / "evaluation.json").read_text())
     assert any(n.startswith("cVAE skipped") for n in ev["notes"])
     assert "cvae_CRPS" not in ev["metrics"] and np.isfinite(ev["metrics"]["gen_CRPS"])
@@ -177,7 +205,7 @@ def test_rare_event_notes_flag_thresholds_almost_never_reached(tmp_path):
     from helpers import make_prepared
 
     from precipgen.data.store import PreparedDataset
-    from precipgen.evaluate import rare_event_notes
+    from precipgen.evaluation.compare import rare_event_notes
 
     ds = PreparedDataset.open(make_prepared(tmp_path, days=64, seed=3))
     land_mean = np.asarray(ds.Y_hr)[:, 0][:, ds.land_mask].mean(axis=1)
@@ -186,3 +214,43 @@ def test_rare_event_notes_flag_thresholds_almost_never_reached(tmp_path):
     notes = rare_event_notes(ds, driest)
     assert any(f"only {n99} truth pixels of the split reach P99" in n for n in notes)
     assert rare_event_notes(ds, np.arange(ds.n_days)) == []  # 64 days: plenty of events
+
+
+def test_models_score_on_another_dataset_and_misfits_are_refused(sqlite_tracking, pipeline,
+                                                                 tmp_path, capsys):
+    """`evaluate --data OTHER`: another period of the generator (other seed) scores with the
+    models' own normalisation; another grid or other units are refused, naming both."""
+    root = pipeline["root"]
+    det = str(next((root / "pre").glob("*/checkpoints/model_best.pt")))
+    gen = str(next((root / "ft").glob("*/checkpoints/best_model.pth")))
+    other = tmp_path / "other"
+    assert main(["prepare", "--source", "synthetic", "--days", "60", "--height", "24", "--width",
+                 "24", "--factor", "4", "--seed", "9", "--output", str(other)]) == 0
+    rc, out = call("evaluate", "--data", str(other), "--deterministic", det, "--generative", gen,
+                   "--num_samples", "2", "--max_days", "4", "--report_dir", str(tmp_path),
+                   "--run_name", "on-other", "--augmentation", "--skip_augmentation")
+    assert rc == 0, out
+    ev = json.loads((tmp_path / "on-other" / "evaluation.json").read_text())
+    assert ev["header"]["dataset"] == str(other.resolve()) or ev["header"]["dataset"] == str(other)
+    assert "aug_all_diff_MAE_all" not in ev["metrics"]  # --skip_augmentation wins
+    # a report never replaces a directory that is not a report (here: the dataset)
+    assert main(["evaluate", "--data", str(other), "--deterministic", det, "--generative", gen,
+                 "--num_samples", "2", "--max_days", "2", "--report_dir", str(tmp_path),
+                 "--run_name", "other"]) == 2
+    assert "is not an evaluation report" in capsys.readouterr().err
+    assert (other / "metadata" / "channels.json").exists()
+    capsys.readouterr()
+    wide = tmp_path / "wide"
+    assert main(["prepare", "--source", "synthetic", "--days", "60", "--height", "24", "--width",
+                 "32", "--factor", "4", "--output", str(wide)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(wide), "--deterministic", det, "--generative", gen,
+                 "--num_samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "expects (channels, low-res grid, high-res grid)" in err and str(wide) in err
+    norm = json.loads((other / "metadata" / "normalization.json").read_text())
+    norm["units"] = "mm/h"
+    (other / "metadata" / "normalization.json").write_text(json.dumps(norm))
+    assert main(["evaluate", "--data", str(other), "--deterministic", det, "--generative", gen,
+                 "--num_samples", "2"]) == 2
+    assert "predicts precipitation in mm/day" in capsys.readouterr().err

@@ -19,10 +19,10 @@ from mlflow.tracking import MlflowClient
 from precipgen.cli import main
 from precipgen.data.datasets import land_mask_tensor
 from precipgen.data.store import PreparedDataset
-from precipgen.models import load_checkpoint
+from precipgen.models.checkpoint import load_checkpoint
 from precipgen.models.vae3d import build_from_checkpoint
-from precipgen.train.finetune_crps import evaluate_ensemble
-from precipgen.train.vae3d import p95_mm, val_loader
+from precipgen.train.common import p95_mm, val_loader
+from precipgen.train.crps import evaluate_ensemble
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "vae3d.base_filters=4", "--set", "vae3d.latent_channels=2",
@@ -110,7 +110,7 @@ def test_pretrain_then_finetune_makes_the_model_generative(tracking_server, prep
     model = mlflow.pyfunc.load_model("models:/vae3d-crps@latest")
     x = np.asarray(ds.X_lr[:6], dtype=np.float32)
     ens = model.predict(x, params={"num_samples": 3})
-    assert ens.shape == (3, 6, 1, 24, 24) and (ens >= 0).all() and ens.var(axis=0).mean() > 0
+    assert ens.shape == (6, 3, 1, 24, 24) and (ens >= 0).all() and ens.var(axis=1).mean() > 0
 
 
 def has_entry(name: str) -> bool:
@@ -141,6 +141,14 @@ def test_mlflow_run_finetune_crps(tracking_server, prepared, tmp_path):
     assert "🎯 CRPS Gen Epoch 1: CRPS=" in proc.stdout + proc.stderr
     run_dir = only_dir(tmp_path / "ft")
     assert (run_dir / "checkpoints" / "best_model.pth").exists()
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_server)
+    (run,) = c.search_runs([c.get_experiment_by_name("precipgen").experiment_id],
+                           "tags.`mlflow.project.entryPoint` = 'finetune_crps'")
+    assert run.info.run_name == "finetune_crps"  # named after its entry point, as on the CLI
+    assert "" not in run.data.params.values()  # parameters not given are not logged
+    assert "path.data.path" in run.data.tags  # locations are tags, not hyperparameters
 
 
 def test_ddp_two_processes_pretrain_and_finetune_log_once(sqlite_tracking, prepared, tmp_path):

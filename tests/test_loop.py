@@ -12,13 +12,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from precipgen.data.datasets import EpochSampler
-from precipgen.models import load_checkpoint
+from precipgen.models.checkpoint import load_checkpoint, load_model_state
 from precipgen.train.loop import (
     LoopConfig,
     NonFiniteLossError,
     StepOutput,
     fit,
-    load_model_state,
 )
 
 

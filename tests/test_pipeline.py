@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import BIN, REPO, run_cli
 from mlflow.tracking import MlflowClient
 
 STEPS = ["prepare", "pretrain_vae", "finetune_crps", "train_cvae", "sample", "evaluate"]
@@ -37,8 +37,8 @@ def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: st
     # the SRDRN arms are children of the evaluate run, not re-openings of it
     eval_id = by_entry["evaluate"].info.run_id
     arms = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{eval_id}'")
-    assert sorted(a.data.tags["precipgen.entry_point"] for a in arms) == [
-        "augmentation_augmented", "augmentation_real"]
+    assert {a.data.tags["precipgen.entry_point"] for a in arms} <= {
+        "augmentation_augmented", "augmentation_real"}  # none when no sample passed the gate
     assert (root / "prepared" / "metadata" / "provenance.json").exists()
     assert (tmp_path / "reports" / "evaluate-tiny" / "report.html").exists()
 
@@ -50,9 +50,128 @@ def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: st
 
 def test_step_key_changes_with_arguments_and_profile():
     """Any change of a step's arguments (they name the upstream run ids) or profile re-runs it."""
-    from precipgen.pipeline import Step, _step_key
+    from precipgen.steps.main import Step, _step_key
 
     a = Step("prepare", ["prepare", "--days", "10"])
     assert _step_key(a, "tiny") == _step_key(Step("prepare", ["prepare", "--days", "10"]), "tiny")
     assert _step_key(a, "tiny") != _step_key(Step("prepare", ["prepare", "--days", "11"]), "tiny")
     assert _step_key(a, "tiny") != _step_key(a, "quick")
+
+
+SERIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "mrms-hourly" / "mrms_hourly_series.nc"
+
+
+@pytest.mark.slow
+def test_main_on_your_own_netcdf_data_then_on_the_prepared_dir(fresh_server: str, tmp_path: Path):
+    """`main --data FILE` runs the whole pipeline on real radar data: no oracle, units of the
+    file (mm/h) everywhere; `main --data PREPARED_DIR` then skips prepare."""
+    import json
+
+    import xarray as xr
+
+    if not SERIES.exists():
+        pytest.skip(f"real data not found at {SERIES}")
+    # A smaller region of the real radar series (another tile size, divisible by the factor):
+    # 8 of the 24 tiles, 48 x 36 pixels from 4 x 3 blocks, every hour.
+    with xr.open_dataset(SERIES) as full:
+        tiles = sorted(set(zip(full.tile_row0.values.tolist(), full.tile_col0.values.tolist())))[:8]
+        keep = [i for i, t in enumerate(zip(full.tile_row0.values.tolist(),
+                                            full.tile_col0.values.tolist())) if t in tiles]
+        small = full[["precip", "predictors"]].isel(time=keep, y=slice(0, 48), x=slice(0, 36),
+                                                     y_lr=slice(0, 4), x_lr=slice(0, 3))
+        small.load().to_netcdf(tmp_path / "radar.nc")
+    root, reports = tmp_path / "pipe", tmp_path / "reports"
+    args = ["main", "--profile", "tiny", "--output_root", str(root), "--report_dir", str(reports),
+            "--data", str(tmp_path / "radar.nc"), "--target", "precip", "--predictor_vars",
+            "predictors", "--channel_dim", "channel", "--skip_augmentation"]
+    out = run_cli(*args, timeout=1200).stdout
+    assert "no oracle" in out and "wall time per step: prepare" in out
+    rep = reports / "evaluate-tiny-radar"
+    ev = json.loads((rep / "evaluation.json").read_text())
+    assert ev["header"]["units"] == "mm/h"
+    assert "oracle_CRPS" not in ev["metrics"] and "gen_CRPS" in ev["metrics"]
+    with xr.open_dataset(rep / "ensemble.nc") as nc:
+        assert nc["truth"].attrs["units"] == "mm h-1"
+        assert str(nc["time"].values[0]).startswith("2016-09-2")  # the file's own times
+    client = MlflowClient(fresh_server)
+    exp = client.get_experiment_by_name("precipgen")
+    (prep,) = client.search_runs([exp.experiment_id], "tags.`precipgen.entry_point` = 'prepare'")
+    assert prep.data.tags["precipgen.source"] == "netcdf"
+
+    again = run_cli("main", "--profile", "tiny", "--output_root", str(tmp_path / "pipe2"),
+                    "--report_dir", str(reports), "--data", str(root / "prepared"),
+                    "--skip_augmentation", timeout=1200).stdout
+    assert "prepare: skipped" in again and "5 steps" in again
+
+
+def test_main_data_source_detection(tmp_path: Path):
+    import argparse
+
+    from precipgen.steps.main import data_source, prepare_source_args
+
+    def ns(**kw):
+        base = {"source": "auto", "data": None, "obs": None, "predictors": None, "target": None,
+                "predictor_vars": []}
+        return argparse.Namespace(**{**base, **kw})
+
+    assert data_source(ns()) == "synthetic"
+    nc = tmp_path / "a.nc"
+    nc.write_bytes(b"")
+    assert data_source(ns(data=str(nc))) == "netcdf"
+    with pytest.raises(ValueError, match="--target VAR"):
+        prepare_source_args(ns(data=str(nc)), "netcdf")
+    argv = prepare_source_args(ns(data=str(nc), target="precip", predictor_vars=["a b"]), "netcdf")
+    assert argv[:4] == ["--source", "netcdf", "--input", str(nc)]
+    assert argv[-3:] == ["--predictor_vars", "a", "b"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a prepared dataset"):
+        data_source(ns(data=str(tmp_path / "empty")))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        data_source(ns(data=str(tmp_path / "nope")))
+    assert data_source(ns(obs="o.npy")) == "srdrn"
+
+
+def _cmdline(proc) -> list[str]:
+    """A child's command line, or [] for one that exited (a zombie) or vanished between listing
+    and reading: the earlier steps (prepare) finish while we poll."""
+    import psutil
+
+    try:
+        return proc.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+@pytest.mark.slow
+def test_stopping_main_stops_the_running_step(fresh_server: str, tmp_path: Path):
+    """SIGTERM to main (a scheduler's cancel, `kill PID`) takes the step's process with it and
+    marks the step's run KILLED, instead of leaving an orphan training into the output dir."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    main = subprocess.Popen(
+        [str(BIN / "precipgen"), "main", "--profile", "tiny", "--output_root", str(tmp_path / "p"),
+         "--report_dir", str(tmp_path / "r")], cwd=REPO, env=os.environ.copy(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, step = time.time() + 300, None
+        while step is None and time.time() < deadline and main.poll() is None:
+            step = next((k for k in psutil.Process(main.pid).children()
+                         if "pretrain_vae" in " ".join(_cmdline(k))), None)
+            time.sleep(0.5)
+        assert step is not None, "main never started pretrain_vae"
+        main.send_signal(signal.SIGTERM)
+        assert main.wait(timeout=60) != 0
+        gone, alive = psutil.wait_procs([step], timeout=30)
+        assert not alive, "the step kept running after main was stopped"
+    finally:
+        if main.poll() is None:
+            main.kill()
+    client = MlflowClient(fresh_server)
+    exp = client.get_experiment_by_name("precipgen")
+    (run,) = client.search_runs([exp.experiment_id], "attributes.run_name = 'pretrain_vae'")
+    assert run.info.status in ("KILLED", "FAILED")

@@ -14,12 +14,17 @@ from helpers import make_prepared
 
 from precipgen import cli
 from precipgen.data.store import PreparedDataset
-from precipgen.synth.augment import OBS_FILE, PREDICTORS_FILE, srdrn_normalisation, write_augmented
 from precipgen.synth.build import SampleSettings, build_synthetic_set
-from precipgen.synth.generate import check_compatible, load_cvae
+from precipgen.synth.generate import check_compatible, open_cvae
 from precipgen.synth.noise import pair_normal
 from precipgen.synth.quality import passes_gate, sample_stats, summarize
 from precipgen.synth.select import DaySelectionError, select_days
+from precipgen.synth.srdrn_export import (
+    OBS_FILE,
+    PREDICTORS_FILE,
+    srdrn_normalisation,
+    write_augmented,
+)
 from precipgen.synth.writer import sample_stem
 
 TINY = ["--set", "model.d_z=4", "--set", "model.base_filters=4", "--set", "model.d_x=8",
@@ -141,17 +146,33 @@ def test_output_files_and_shapes(sampled: dict, prepared: Path):
     assert "sample done:" in sampled["line"] and "/runs/" in sampled["line"]
 
 
-def test_samples_nc_opens_with_xarray(sampled: dict, trained: dict):
+def test_samples_nc_is_cf_and_reads_back(sampled: dict, trained: dict, prepared: Path):
     import xarray as xr
+    from conftest import cf_failures
+
+    from precipgen.data.sources import load_netcdf
 
     out = sampled["out"]
+    ds = PreparedDataset.open(prepared)
+    days, ks, Y = np.load(out / "day_index.npy"), np.load(out / "k_index.npy"), np.load(out / "Y_syn.npy")
     with xr.open_dataset(out / "samples.nc") as nc:
-        assert nc["precip"].dims == ("sample", "y", "x")
-        assert np.array_equal(nc["precip"].values, np.load(out / "Y_syn.npy")[:, 0])
-        assert nc["day"].values.tolist() == np.load(out / "day_index.npy").tolist()
-        assert "k" in nc.coords
+        assert nc.attrs["Conventions"] == "CF-1.10" and trained["run_id"] in nc.attrs["source"]
+        assert nc["precip"].dims == ("realization", "time", "y", "x")
+        from precipgen.data.cf import precip_attrs
+
+        assert nc["precip"].attrs["units"] == precip_attrs(ds.normalization.units, "")["units"]
+        assert nc["source_day"].values.tolist() == sorted(set(days.tolist()))
+        d, k = int(days[0]), int(ks[0])
+        got = nc["precip"].sel(realization=k).values[nc["source_day"].values.tolist().index(d)]
+        assert np.allclose(got[ds.land_mask], Y[0, 0][ds.land_mask])
         assert nc.attrs["mode"] == "posterior" and float(nc.attrs["temperature"]) == 1.0
         assert nc.attrs["model_run_id"] == trained["run_id"]
+        assert [nc[c].attrs.get("units") for c in ds.channel_names] == ds.channel_units
+    assert cf_failures(out / "samples.nc") == []
+    # an amount per step of unknown length ("mm") needs --units to read back; mm/day stays
+    units = None if ds.normalization.units in ("mm/day", "mm/h") else "mm/day"
+    raw = load_netcdf([out / "samples.nc"], "precip", ds.channel_names, units=units)
+    assert raw.Y.shape == Y.shape
 
 
 def test_k_samples_of_one_day_differ(sampled: dict):
@@ -207,7 +228,7 @@ def test_run_has_lineage_tags(sampled: dict, trained: dict, prepared: Path, mlfl
 def _generate(out: Path, prepared: Path, ckpt: Path, seed: int, batch_size: int,
               mode: str = "posterior") -> Path:
     ds = PreparedDataset.open(prepared)
-    m = load_cvae(str(ckpt))
+    m = open_cvae(str(ckpt))
     out.mkdir()
     st = SampleSettings(mode=mode, K=K, seed=seed, batch_size=batch_size, min_threshold=0.0)
     build_synthetic_set(out, ds, m, select_days(ds, "split:val"), st, torch.device("cpu"),
@@ -233,7 +254,7 @@ def test_same_seed_same_files_and_batching_does_not_matter(prepared: Path, train
 # ---------------------------------------------------------------------------------- bad input
 def test_model_for_another_grid_is_an_error(trained: dict, tmp_path: Path):
     other = PreparedDataset.open(make_prepared(tmp_path, days=40, H=28, W=28, C=2))
-    m = load_cvae(str(trained["checkpoint"]))
+    m = open_cvae(str(trained["checkpoint"]))
     with pytest.raises(ValueError, match=r"high-res 24x24.*C=3.*high-res 28x28.*C=2"):
         check_compatible(m, other, str(trained["checkpoint"]))
 

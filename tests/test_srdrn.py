@@ -11,9 +11,10 @@ from helpers import make_prepared
 from precipgen.config import SRDRNConfig
 from precipgen.data.datasets import statics_tensor
 from precipgen.data.store import PreparedDataset
-from precipgen.models import load_checkpoint, load_generator
+from precipgen.models.checkpoint import load_checkpoint
+from precipgen.models.registry import open_generator as load_generator
 from precipgen.models.srdrn import SRDRN
-from precipgen.train.loop import seed_everything
+from precipgen.train.distributed import seed_everything
 from precipgen.train.srdrn import ArrayDayDataset, SRDRNTask, train_srdrn
 
 

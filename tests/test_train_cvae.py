@@ -14,7 +14,7 @@ from conftest import BIN, REPO, run_cli
 from helpers import make_prepared
 
 from precipgen.cli import main
-from precipgen.models import load_checkpoint
+from precipgen.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -80,14 +80,27 @@ def test_train_cvae_logs_run_to_mlflow_server(tracking_server: str, prepared: Pa
     assert [r["epoch"] for r in rows] == [1.0, 2.0] and set(EPOCH_METRICS) <= set(rows[0])
     assert (out / "checkpoints" / "cvae_epoch_002.pt").exists()
 
-    # the registered model: alias latest -> this run; predicts physical-unit samples
-    version = client.get_model_version_by_alias("cvae", "latest")
+    # the registered model: alias candidate -> this run; predicts physical-unit samples
+    version = client.get_model_version_by_alias("cvae", "candidate")
     assert version.run_id == rid
-    model = tracking.load_pyfunc("models:/cvae@latest")
+    assert "batch-first (N, num_samples, 1, H, W)" in version.description
+    import json
+
+    norm = json.loads((prepared / "metadata" / "normalization.json").read_text())
+    assert ", ".join(norm["channel_names"]) in version.description
+    assert f"precipitation in {norm['units']}" in version.description
+    model = tracking.load_pyfunc("models:/cvae@candidate")
+    assert model.metadata.get_output_schema() is not None
+    assert model.metadata.saved_input_example_info is not None
     x = np.load(prepared / "X_lr.npy")[:3]
     y = model.predict(x, params={"num_samples": 2, "temperature": 1.0, "seed": 1})
     land = np.load(prepared / "statics.npy")[0] > 0.5
-    assert y.shape == (2, 3, 1, 24, 24) and (y >= 0).all() and (y[..., ~land] == 0).all()
+    assert y.shape == (3, 2, 1, 24, 24) and (y >= 0).all() and (y[..., ~land] == 0).all()
+    # float64 (xarray's default) works and gives the same samples
+    y64 = model.predict(x.astype(np.float64), params={"num_samples": 2, "temperature": 1.0, "seed": 1})
+    np.testing.assert_array_equal(y, y64)
+    with pytest.raises(Exception, match="num_sample"):  # a misspelled param is refused
+        model.predict(x, params={"num_sample": 2})
 
 
 def test_resume_gives_the_uninterrupted_history(sqlite_tracking: str, prepared: Path, tmp_path: Path,

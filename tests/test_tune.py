@@ -5,25 +5,20 @@ processes sharing one study on the PostgreSQL at 127.0.0.1:5432."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from conftest import BIN, REPO
+from conftest import REPO
 from helpers import make_prepared
 from mlflow.tracking import MlflowClient
 
 from precipgen.cli import main
 from precipgen.config import ConfigError, load_config
-from precipgen.tune import normalize_storage, pruning_callback
-from precipgen.tuning_space import Objective, load_space
-
-POSTGRES_URL = os.environ.get("PRECIPGEN_TEST_POSTGRES",
-                              "postgresql://postgres@127.0.0.1:5432/test")
+from precipgen.tuning.space import Objective, load_space
+from precipgen.tuning.study import pruning_callback
 
 
 @pytest.fixture(scope="module")
@@ -215,60 +210,11 @@ def test_multi_objective_study_logs_a_pareto_front(tracking_server, prepared, tm
     assert parent.data.metrics["pareto_size"] == len(study.best_trials)
 
 
-def postgres_or_skip() -> None:
-    try:
-        import psycopg2
-
-        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
-    except Exception as e:
-        if os.environ.get("PRECIPGEN_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} unreachable and "
-                        f"PRECIPGEN_REQUIRE_POSTGRES=1: {e}")
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable ({str(e).strip()[:120]}); "
-                    "set PRECIPGEN_REQUIRE_POSTGRES=1 to make this a failure")
-
-
-@pytest.mark.slow
-def test_two_workers_share_one_postgres_study(tracking_server, prepared, tmp_path):
-    postgres_or_skip()
-    name = f"pg-{uuid.uuid4().hex[:10]}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_server, "OMP_NUM_THREADS": "1"}
-    cmd = [str(BIN / "precipgen"), "tune", "--study", "cvae", "--n_trials", "3",
-           "--study_name", name, "--storage", POSTGRES_URL,
-           *tiny(prepared, tmp_path / "out", epochs=1)]
-    try:
-        procs = [subprocess.Popen([*cmd, "--seed", str(seed)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-                 for seed in (1, 2)]
-        outs = [p.communicate(timeout=300)[0] for p in procs]
-        for p, o in zip(procs, outs):
-            assert p.returncode == 0, o[-3000:]
-        study = optuna.load_study(study_name=name, storage=normalize_storage(POSTGRES_URL))
-        numbers = [t.number for t in study.trials]
-        assert sorted(numbers) == list(range(6))  # no duplicate trial numbers
-        assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-        run_ids = [t.user_attrs["mlflow_run_id"] for t in study.trials]
-        assert len(set(run_ids)) == 6
-        parents, children = runs_of(MlflowClient(tracking_server), name)
-        assert len(parents) == 2 and len(children) == 6
-        per_parent = sorted(sum(c.data.tags["mlflow.parentRunId"] == p.info.run_id
-                                for c in children) for p in parents)
-        assert per_parent == [3, 3]
-        assert {int(c.data.tags["tune.trial_number"]) for c in children} == set(range(6))
-    finally:
-        for p in locals().get("procs", []):
-            if p.poll() is None:
-                p.kill()
-        try:
-            optuna.delete_study(study_name=name, storage=normalize_storage(POSTGRES_URL))
-        except KeyError:
-            pass
-
-
 def test_cli_pruner_and_sampler_choices():
     """``--pruner none`` is a choice (not 'not given'); '' (MLproject) falls back to the preset."""
     from precipgen.cli import build_parser
-    from precipgen.tune import make_pruner, make_sampler, settings_from_args
+    from precipgen.steps.tune import settings_from_args
+    from precipgen.tuning.study import make_pruner, make_sampler
 
     def settings(*extra: str):
         return settings_from_args(build_parser("tune").parse_args(["tune", *extra]))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from precipgen.data.transforms import Normalization
-from precipgen.models import load_checkpoint, load_generator
+from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
+from precipgen.models.registry import open_generator as load_generator
 from precipgen.models.vae3d import (
     SimpleVAE3D,
     SimpleVAE3D_GenerativeFinetuning,
@@ -17,7 +18,6 @@ from precipgen.models.vae3d import (
     upsample_factors,
 )
 from precipgen.scores.crps import chunked_crps_backward, crps_loss
-from precipgen.train.loop import save_checkpoint
 
 C, D, h, w, F = 3, 4, 6, 6, 4
 

@@ -173,3 +173,14 @@ def test_mrms_windows_are_same_tile_one_hour_apart(sqlite_tracking, tmp_path, mr
     item = w[0]
     assert item["x"].shape == (3, 2, 13, 11) and item["y_mm"].shape == (1, 2, 156, 132)
     np.testing.assert_array_equal(item["y_mm"][0].numpy(), np.asarray(ds.Y_hr[win[0], 0]))
+
+
+def test_stride_of_a_window_sees_each_day_once_and_zero_is_refused(tmp_path):
+    """``window_stride = window_days`` (the standard profile): non-overlapping windows."""
+    ds = PreparedDataset.open(make_prepared(tmp_path, days=64))
+    idx = ds.split["train"]
+    w = WindowDataset(ds, idx, 4, stride=4)
+    days = w.windows.ravel()
+    assert len(days) == len(set(days.tolist())) and len(w) == len(idx) // 4
+    with pytest.raises(ValueError, match=r"window_stride \(0\) must be >= 1"):
+        WindowDataset(ds, idx, 4, stride=0)

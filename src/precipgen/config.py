@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+PROFILE_DIR = Path(__file__).resolve().parent / "configs"  # package data: default, quick, ...
+DEFAULT_CONFIG = PROFILE_DIR / "default.yaml"
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,7 @@ class ModelConfig:
     d_x: int = 128
     d_y: int = 256
     prior: str = "standard"  # standard | conditional
+    noise_channels: int = 0  # Gaussian noise maps fed to the decoder (low-res and full res)
 
 
 @dataclass
@@ -57,24 +59,42 @@ class LossConfig:
     beta_kl: float = 0.5
     warmup_epochs: int = 10
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
+    recon: str = "mae"  # mae (posterior mean sample) | crps (crps_samples posterior samples)
+    lambda_prior_crps: float = 0.0  # weight of the CRPS of crps_samples draws from the prior
+    crps_samples: int = 4  # members per input for the sample-based terms (>= 2)
 
 
 @dataclass
-class TrainConfig:
+class LoopSection:
+    """What the shared training loop needs, declared once; each trainer's section below sets
+    its own defaults (the seeds') and adds its own keys."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # 0 disables
+    checkpoint_interval: int = 5  # epochs between numbered checkpoints; 0 disables
+    early_stopping_patience: int = 10  # epochs without improvement; 0 disables
+    max_batches_per_epoch: int = 0  # 0 = full epoch (quick profiles cap it)
+    output_dir: str = "outputs"
+
+
+@dataclass
+class TrainConfig(LoopSection):
+    """The cVAE's training (seed 001), plus the seed and device every trainer uses."""
+
     epochs: int = 80
     batch_size: int = 6
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    grad_clip: float = 1.0
+    early_stopping_patience: int = 15
+    output_dir: str = "outputs/cvae"
     amp: bool = True  # only takes effect on CUDA
-    checkpoint_interval: int = 5
-    early_stopping_patience: int = 15  # epochs without improvement; 0 disables
     select_metric: str = "val_MAE_tail"  # best checkpoint / early stopping metric (lower is better)
     heavy_oversample: float = 4.0  # sampling weight of heavy days relative to the others
     val_samples: int = 8  # members generated from X alone for val_CRPS
     figure_interval: int = 5  # epochs between validation figures; 0 disables
-    max_batches_per_epoch: int = 0  # 0 = full epoch (quick profiles cap it)
-    output_dir: str = "outputs/cvae"
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
 
@@ -85,58 +105,81 @@ class SamplingConfig:
     K: int = 2
     days: str = "heavy_only"  # heavy_only | split:train|val|test | all | file:PATH
     min_threshold: float = 0.1
+    # the quality gate beyond min_threshold (synth/quality.py; 0 disables a gate)
+    max_mass_ratio: float = 0.0
+    max_wet_ratio: float = 0.0
+    min_p99_ratio: float = 0.0
+    max_p99_ratio: float = 0.0
+    min_diversity: float = 0.0
+    max_source_corr: float = 0.0
     temperature: float = 1.0
     batch_size: int = 16
     output_dir: str = "outputs/cvae/synth"
 
 
 @dataclass
-class VAE3DConfig:
+class VAE3DConfig(LoopSection):
     """The deterministic 3D VAE (seed 000) and its pretraining."""
 
-    window_days: int = 8
-    base_filters: int = 16
-    latent_channels: int = 8
-    beta_kl: float = 1e-3
     epochs: int = 50
     batch_size: int = 4
     lr: float = 1e-4
-    grad_clip: float = 1.0
-    checkpoint_interval: int = 5
-    early_stopping_patience: int = 10
-    max_batches_per_epoch: int = 0
     output_dir: str = "outputs/vae3d"
+    window_days: int = 8
+    window_stride: int = 1  # days between training windows; = window_days: each day once an epoch
+    base_filters: int = 16
+    latent_channels: int = 8
+    beta_kl: float = 1e-3
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(LoopSection):
     """CRPS fine-tuning of the 3D VAE decoder (seed 000 defaults)."""
 
     epochs: int = 30
     batch_size: int = 4
     lr: float = 1e-5
+    output_dir: str = "experiments_generative_crps"
     crps_samples: int = 20
+    window_stride: int = 1  # days between training windows (the window is the pretrained one's)
     chunk_size: int = 0  # 0 = all members at once; below crps_samples: chunked exact gradient
     crps_kind: str = "fair"  # fair | standard | almost_fair
     alpha: float = 0.95  # almost-fair blend
-    grad_clip: float = 1.0
-    checkpoint_interval: int = 5
-    early_stopping_patience: int = 10
-    max_batches_per_epoch: int = 0
-    output_dir: str = "experiments_generative_crps"
+    # noise at every decoder scale (zero-initialised FiLM on each GroupNorm); 0 = the seed's
+    # input noise channels only
+    noise_channels: int = 8
+    noise_grid: str = "coarse"  # coarse (latent grid, smooth) | global | pixel (white)
+    noise_scale: float = 1.0  # std of the FiLM noise
+    input_noise: bool = False  # keep the seed's noise input channels (not a zero-effect start)
+    crps_scales: list[int] = field(default_factory=lambda: [1])  # pooling factors scored
+    crps_space: str = "model"  # model (log1p z-score) | mm
+    val_max_batches: int = 0  # 0 = every validation window; > 0 caps Val_CRPS's batches
 
 
 @dataclass
-class SRDRNConfig:
+class SRDRNConfig(LoopSection):
     """The deterministic SRDRN-style downscaler of the augmentation experiment (evaluate)."""
 
-    filters: int = 64
-    res_blocks: int = 16
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-4
+    checkpoint_interval: int = 0
+    early_stopping_patience: int = 0
     max_batches_per_epoch: int = 0  # 0 = one pass over the real training days
     output_dir: str = "outputs/srdrn"
+    filters: int = 64
+    res_blocks: int = 16
+
+
+@dataclass
+class AugmentationConfig:
+    """The augmentation experiment (evaluate --augmentation): how synthetic days are mixed
+    into SRDRN's training, and how many training seeds per arm."""
+
+    mixing: str = "B"  # A: k synthetic samples per real heavy day per epoch | B: concatenated
+    k: int = 1  # option A: synthetic samples of a real heavy day added each time it is drawn
+    ratio: float = 0.0  # option B: synthetic items per real day (0 = every accepted sample)
+    n_seeds: int = 3  # SRDRN training seeds per arm; the CI covers seeds and days
 
 
 @dataclass
@@ -149,6 +192,7 @@ class Config:
     vae3d: VAE3DConfig = field(default_factory=VAE3DConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     srdrn: SRDRNConfig = field(default_factory=SRDRNConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -269,20 +313,49 @@ def split_overrides(text: str | None) -> list[str]:
     return [t for t in text.replace(",", " ").split() if t]
 
 
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: the path as given, else a shipped profile by name (``quick``,
+    ``configs/quick.yaml``), so a profile works from any directory and any install."""
+    p = Path(name).expanduser()
+    if p.exists():
+        return p
+    if not p.is_absolute():
+        stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+        if p.parent in (Path("."), Path("configs")) and (PROFILE_DIR / f"{stem}.yaml").is_file():
+            return PROFILE_DIR / f"{stem}.yaml"
+    raise ConfigError(f"config file not found: {p} (shipped profiles: {', '.join(profile_names())})")
+
+
+def read_yaml_mapping(src: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; a clear ConfigError for anything else."""
+    if src.is_dir():
+        raise ConfigError(f"{what} {src} is a directory; expected a YAML file")
+    try:
+        loaded = yaml.safe_load(src.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {src} is not valid YAML: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {src} cannot be read: {e}") from e
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {src}: the top level must be a mapping of sections "
+                          f"(data:, train:, ...), got a {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> Config:
-    """Defaults <- configs/default.yaml (or ``path``) <- overrides."""
+    """Defaults <- the shipped default.yaml (or ``path``) <- overrides."""
     data: dict[str, Any] = {}
-    src = Path(path) if path else DEFAULT_CONFIG
-    if path and not src.exists():
-        raise ConfigError(f"config file not found: {src}")
+    src = config_path(path) if path else DEFAULT_CONFIG
     if src.exists():
-        try:
-            loaded = yaml.safe_load(src.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {src} is not valid YAML: {e}") from e
-        data = deep_merge(data, loaded)
+        data = deep_merge(data, read_yaml_mapping(src))
     for item in overrides or []:
         data = deep_merge(data, parse_override(item))
     cfg = _build(Config, data, "")
@@ -291,11 +364,18 @@ def load_config(
 
 
 def validate(cfg: Config) -> None:
-    """Value checks that types alone cannot express."""
+    """Value checks that types alone cannot express (before any run or file is created)."""
+    for key, value in cfg.flat().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
     choices = {
         "model.prior": (cfg.model.prior, {"standard", "conditional"}),
         "sampling.mode": (cfg.sampling.mode, {"posterior", "prior"}),
+        "loss.recon": (cfg.loss.recon, {"mae", "crps"}),
+        "augmentation.mixing": (cfg.augmentation.mixing, {"A", "B"}),
         "finetune.crps_kind": (cfg.finetune.crps_kind, {"fair", "standard", "almost_fair"}),
+        "finetune.noise_grid": (cfg.finetune.noise_grid, {"coarse", "global", "pixel"}),
+        "finetune.crps_space": (cfg.finetune.crps_space, {"model", "mm"}),
         "train.device": (cfg.train.device, {"auto", "cpu", "cuda"}),
     }
     for key, (value, allowed) in choices.items():
@@ -309,6 +389,15 @@ def validate(cfg: Config) -> None:
         "vae3d.window_days": cfg.vae3d.window_days,
         "finetune.crps_samples": cfg.finetune.crps_samples,
         "sampling.K": cfg.sampling.K,
+        "loss.crps_samples": cfg.loss.crps_samples - 1,  # >= 2 members
+        "augmentation.n_seeds": cfg.augmentation.n_seeds,
+        "augmentation.k": cfg.augmentation.k,
     }.items():
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+    if cfg.augmentation.ratio < 0:
+        raise ConfigError(f"config key 'augmentation.ratio' must be >= 0, got {cfg.augmentation.ratio}")
+    for key in ("train.lr", "vae3d.lr", "finetune.lr", "srdrn.lr"):
+        value = cfg.flat()[key]
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {value}")

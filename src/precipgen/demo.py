@@ -1,8 +1,9 @@
 """``make demo``: the whole pipeline (``precipgen main --profile quick``) on the embedded
 synthetic data, then where to look.
 
-Tracking goes to ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. Steps
-whose inputs did not change are reused from an earlier demo run.
+Everything goes where it is started (``make demo``: the checkout), or to ``PRECIPGEN_HOME``:
+tracking to ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db`` with artifacts
+in ``<cwd>/mlruns``. Steps whose inputs did not change are reused from an earlier demo run.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from precipgen import cli
-from precipgen.config import REPO_ROOT
+from precipgen import cli, paths
 
 ROOT = Path("outputs") / "pipeline-quick"
 STEPS: list[tuple[str, list[str]]] = [
@@ -21,7 +21,7 @@ STEPS: list[tuple[str, list[str]]] = [
 
 
 def main() -> int:
-    os.chdir(REPO_ROOT)  # the default sqlite store keeps artifacts under ./mlruns
+    here = paths.enter_home()
     uri = os.environ.get("MLFLOW_TRACKING_URI")  # read first: mlflow sets it once a run starts
     for name, argv in STEPS:
         print(f"== {name}", flush=True)
@@ -30,16 +30,16 @@ def main() -> int:
             print(f"demo: step {name} failed (exit {rc})", file=sys.stderr)
             return rc
     print("\ndemo done.")
-    print(f"  prepared dataset: {REPO_ROOT / ROOT / 'prepared'}")
-    print(f"  models, samples:  {REPO_ROOT / ROOT}/{{vae3d,crps,cvae,synth,augmented}}")
-    print(f"  report:           {REPO_ROOT / 'reports' / 'evaluate-quick' / 'report.html'}")
+    print(f"  prepared dataset: {here / ROOT / 'prepared'}")
+    print(f"  models, samples:  {here / ROOT}/{{vae3d,crps,cvae,synth,augmented}}")
+    print(f"  report:           {here / 'reports' / 'evaluate-quick' / 'report.html'}")
     if uri and uri.startswith(("http://", "https://")):
         print(f"  MLflow runs:      {uri}  (open it in a browser)")
     elif uri:
         print(f"  MLflow runs:      {uri}")
         print(f"  open the UI:      .venv/bin/mlflow ui --backend-store-uri {uri}")
     else:
-        print(f"  MLflow runs:      sqlite:///{REPO_ROOT / 'mlflow.db'} (artifacts in ./mlruns)")
+        print(f"  MLflow runs:      {paths.default_tracking_uri()} (artifacts in {here / 'mlruns'})")
         print("  open the UI:      make ui   then http://127.0.0.1:5000")
     return 0
 

@@ -1,6 +1,10 @@
 """MLflow tracking: the only module in precipgen that imports mlflow.
 
-- Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``.
+- Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<home>/mlflow.db`` with
+  artifacts in ``<home>/mlruns`` (home: ``PRECIPGEN_HOME`` or the working directory).
+- Safe on empty stores with concurrent processes: a new sqlite store is created under a file
+  lock, and the experiment is got-or-created by id (never left to ``mlflow.set_experiment``,
+  which returns without activating it when another process created it first).
 - Works when launched by ``mlflow run`` (it sets ``MLFLOW_RUN_ID``/``MLFLOW_EXPERIMENT_ID``; we
   resume that run) and when a step is run directly.
 - Params flattened and batched, metrics logged asynchronously (flushed at run end), artifacts,
@@ -12,11 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import random
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -27,14 +35,18 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from precipgen import __version__
-from precipgen.config import REPO_ROOT, flatten
+from precipgen import __version__, paths
+from precipgen.config import flatten
+from precipgen.locks import file_lock
 
 MAX_PARAM_LEN = 6000  # mlflow's param value limit is 6000 chars
 TRUNC_MARK = "...[truncated]"
 REACH_TIMEOUT_S = 10.0
+EXPERIMENT = "precipgen"  # MLFLOW_EXPERIMENT_NAME overrides it, as in mlflow itself
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # not the GenAI view
 
 
 class TrackingError(RuntimeError):
@@ -42,7 +54,7 @@ class TrackingError(RuntimeError):
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    return paths.default_tracking_uri()
 
 
 def tracking_uri() -> str:
@@ -50,27 +62,93 @@ def tracking_uri() -> str:
 
 
 def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
-    """Fail fast (well within 15 s) with a clear error when an HTTP server does not answer."""
+    """Fail fast (well within 15 s) with a clear error when an HTTP tracking URI does not
+    answer, or answers but is no MLflow server (MLflow serves ``/health`` -> ``OK``)."""
     if not uri.startswith(("http://", "https://")):
         return
     url = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user's server
-            if resp.status >= 500:
-                raise TrackingError(f"MLflow tracking server {uri} answered HTTP {resp.status}")
+            body = resp.read(64).decode(errors="replace").strip()
     except urllib.error.HTTPError as e:
-        if e.code >= 500:
-            raise TrackingError(f"MLflow tracking server {uri} answered HTTP {e.code}") from e
+        if e.code in (401, 403):
+            raise TrackingError(f"MLflow tracking server {uri} requires authentication (HTTP "
+                                f"{e.code}): set MLFLOW_TRACKING_USERNAME and "
+                                "MLFLOW_TRACKING_PASSWORD") from e
+        what = "is failing" if e.code >= 500 else "answers but is not an MLflow tracking server"
+        raise TrackingError(f"{uri} {what} (GET /health: HTTP {e.code}); check "
+                            "MLFLOW_TRACKING_URI") from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
         raise TrackingError(
             f"cannot reach the MLflow tracking server at {uri} ({reason}); start one with "
             f"`make server` or set MLFLOW_TRACKING_URI to a reachable server"
         ) from e
+    if body != "OK":
+        raise TrackingError(f"{uri} answers but is not an MLflow tracking server (GET /health "
+                            f"returned {body[:40]!r}, not 'OK'); check MLFLOW_TRACKING_URI")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    p = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if p in ("", ":memory:") else Path(p)
+
+
+_STORES_READY: set[str] = set()
+
+
+def _open_store(uri: str) -> None:
+    """Create a new sqlite store's schema in one process only: two processes meeting an empty
+    database would both run MLflow's migrations (``duplicate column name``)."""
+    db = _sqlite_path(uri)
+    if db is None or uri in _STORES_READY:
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.with_name(db.name + ".lock")):
+        MlflowClient(uri).search_experiments(max_results=1)  # creates/migrates the schema
+    _STORES_READY.add(uri)
+
+
+def _artifact_location(uri: str) -> str | None:
+    """A local store keeps its artifacts beside its database (not under whatever directory
+    the first run happened to start in)."""
+    db = _sqlite_path(uri)
+    return (db.resolve().parent / "mlruns").as_uri() if db is not None else None
+
+
+def _already_exists(e: MlflowException) -> bool:
+    text = str(e).lower()
+    return (e.error_code == "RESOURCE_ALREADY_EXISTS" or "already exists" in text
+            or "unique constraint" in text)
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    """The id of experiment ``name``, created if missing; safe when several processes create
+    it at the same moment (the loser retries the lookup with backoff)."""
+    client = MlflowClient(uri)
+    for attempt in range(10):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"experiment '{name}' is deleted in {uri}: restore it (`mlflow experiments "
+                    f"restore --experiment-id {exp.experiment_id}`) or set "
+                    "MLFLOW_EXPERIMENT_NAME to another name")
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=_artifact_location(uri),
+                                            tags=EXPERIMENT_TAGS)
+        except MlflowException as e:
+            if not _already_exists(e):
+                raise
+        time.sleep(0.05 * 2**attempt * (1 + random.random()))
+    raise TrackingError(f"experiment '{name}' could not be created or found in {uri}")
 
 
 def setup(experiment: str | None = None) -> str:
-    """Point mlflow at the tracking URI, check it answers, choose the experiment."""
+    """Point mlflow at the tracking URI, check it answers, choose the experiment (by id)."""
     uri = tracking_uri()
     # Bounded retries so a dead server is an error, not a long hang.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -78,20 +156,41 @@ def setup(experiment: str | None = None) -> str:
     # Each step prints its own one summary line with the run URL; mlflow's own is noise.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     check_reachable(uri)
+    _open_store(uri)
     mlflow.set_tracking_uri(uri)
     if experiment and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(experiment)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment
+        try:
+            _chosen[uri] = ensure_experiment(name, uri)
+        except MlflowException as e:
+            if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "401" in str(e):
+                raise TrackingError(
+                    f"MLflow tracking server {uri} refused the request ({e.error_code}): it "
+                    "requires authentication; set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD") from e
+            raise
+        # Not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID to every later child
+        # process, which would then file its runs under this store's id in another store.
     return uri
+
+
+_chosen: dict[str, str] = {}  # tracking URI -> experiment id chosen by setup()
+
+
+def experiment_id() -> str | None:
+    """The experiment runs go to: ``mlflow run``'s / the pipeline's, else the one set up."""
+    return os.environ.get("MLFLOW_EXPERIMENT_ID") or _chosen.get(tracking_uri())
 
 
 def git_info() -> dict[str, str]:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=paths.PACKAGE_DIR, capture_output=True, text=True,
+            timeout=5,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=5,
+            cwd=paths.PACKAGE_DIR, capture_output=True, text=True, timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -122,7 +221,14 @@ class Run:
 
     # ---- params / tags / metrics ----
     def log_params(self, params: dict[str, Any]) -> None:
-        flat = flatten(params)
+        """Hyperparameters as params; where things are (paths, dirs) as ``path.<key>`` tags,
+        so that runs from two machines or directories still compare side by side. Unset
+        values (None, "") are not logged."""
+        flat = {k: v for k, v in flatten(params).items() if v is not None and v != ""}
+        paths = {k: v for k, v in flat.items() if is_path_key(k)}
+        if paths:
+            self.set_tags({f"path.{k}": v for k, v in paths.items()})
+        flat = {k: v for k, v in flat.items() if k not in paths}
         existing = mlflow.get_run(self.run_id).data.params
         changed = sorted(k for k, v in flat.items() if k in existing and existing[k] != _param_value(v))
         if changed:  # MLflow params are immutable: a resumed run keeps what it started with
@@ -137,6 +243,10 @@ class Run:
         client = MlflowClient()
         for i in range(0, len(items), 100):
             client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
+
+    def set_description(self, text: str) -> None:
+        """The run's description in the MLflow UI (markdown)."""
+        self.set_tags({"mlflow.note.content": text})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
@@ -184,6 +294,15 @@ class Run:
         self.set_tags({f"upstream.{k}_run_id": v for k, v in upstream.items() if v})
 
 
+PATH_KEYS = frozenset({"output", "output_dir", "output_root", "report_dir", "data", "path",
+                       "samples", "augment_out", "input", "checkpoint_dir", "storage"})
+
+
+def is_path_key(key: str) -> bool:
+    """``data.path``, ``train.output_dir``, ``report_dir``: a location, not a hyperparameter."""
+    return key.rpartition(".")[2] in PATH_KEYS
+
+
 @contextlib.contextmanager
 def start_run(
     entry_point: str,
@@ -191,7 +310,7 @@ def start_run(
     run_name: str | None = None,
     tags: dict[str, Any] | None = None,
     nested: bool = False,
-    experiment: str | None = "precipgen",
+    experiment: str | None = EXPERIMENT,
     run_id: str | None = None,
     config_yaml: str | None = None,
 ) -> Iterator[Run]:
@@ -210,9 +329,11 @@ def start_run(
     # (an SRDRN arm, a tuning trial) would re-open the parent instead of making a child.
     if nested:
         os.environ.pop("MLFLOW_RUN_ID", None)
-    active = mlflow.start_run(run_id=rid, run_name=None if rid else run_name, nested=nested)
+    active = mlflow.start_run(run_id=rid, run_name=None if rid else run_name, nested=nested,
+                              experiment_id=None if rid else experiment_id())
     if env_run and active.info.run_id == env_run:
         os.environ.pop("MLFLOW_RUN_ID", None)
+        _name_project_run(active, run_name or entry_point)
     run = Run(active.info.run_id, active.info.experiment_id, uri)
     status = "FINISHED"
     try:
@@ -236,6 +357,18 @@ def start_run(
         with contextlib.suppress(Exception):
             mlflow.flush_async_logging()
         mlflow.end_run(status=status)
+
+
+# MLflow's generated run names: "<adjective>-<animal>-<number>"
+_GENERATED_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
+
+
+def _name_project_run(active: Any, name: str) -> None:
+    """`mlflow run` creates the run with a random name: give it the entry point's name, as a
+    CLI run has, unless the user chose one (`mlflow run --run-name`)."""
+    tags = mlflow.get_run(active.info.run_id).data.tags
+    if "mlflow.project.entryPoint" in tags and _GENERATED_NAME.match(active.info.run_name or ""):
+        mlflow.set_tag("mlflow.runName", name)
 
 
 def isinstance_interrupt() -> bool:
@@ -318,26 +451,100 @@ def model_version(uri: str) -> Any:
 with contextlib.redirect_stderr(io.StringIO()):
 
     class PrecipgenPyfunc(mlflow.pyfunc.PythonModel):
-        """Generic pyfunc: loads a precipgen checkpoint via :func:`precipgen.models.load_generator`.
+        """Generic pyfunc around a precipgen checkpoint. ``loader(checkpoint, normalization)``
+        builds the generator (:func:`precipgen.models.registry.open_generator`); it is given by
+        the caller, so this module never imports the models, and cloudpickle stores it as a
+        reference to an importable function, not as code.
 
-        ``predict(model_input, params)``: ``model_input`` is a float array of low-res predictors in
-        physical units, ``(N, C, h, w)`` (or a DataFrame with an ``X_lr`` column of nested lists);
-        ``params`` (num_samples, mode, temperature, seed) are passed through. Returns samples in
-        physical units.
+        The contract (also in each registered version's description): ``model_input`` is
+        low-res predictors in physical units, ``(N, C, h, w)`` float32 or float64 (or a
+        DataFrame with an ``X_lr`` column of nested lists); ``params`` (num_samples, mode,
+        temperature, seed; an unknown name is refused); the output is batch-first
+        ``(N, num_samples, 1, H, W)`` float32 precipitation in the dataset's units.
         """
 
-        def load_context(self, context: Any) -> None:
-            from precipgen.models import load_generator
+        def __init__(self, loader: Any = None):
+            self.loader = loader
 
-            self.generator = load_generator(
+        def load_context(self, context: Any) -> None:
+            self.generator = self.loader(
                 Path(context.artifacts["checkpoint"]), Path(context.artifacts["normalization"])
             )
+            _refuse_unknown_params()
+            _accept_any_float()
 
         def predict(self, context, model_input, params=None):  # no hints: mlflow parses them
-            x = model_input
-            if hasattr(x, "columns"):
-                x = np.stack([np.asarray(v, dtype=np.float32) for v in x["X_lr"]])
-            return self.generator.predict(np.asarray(x, dtype=np.float32), **(params or {}))
+            return batch_first(self.generator, model_input, params)
+
+
+def batch_first(generator: Any, model_input: Any, params: dict[str, Any] | None) -> np.ndarray:
+    """The pyfunc contract around ``generator.predict`` (ensemble-first): any float input,
+    output ``(N, samples, 1, H, W)``."""
+    x = model_input
+    if hasattr(x, "columns"):
+        if "X_lr" not in x.columns:
+            raise ValueError(f"a DataFrame input needs an 'X_lr' column (got {list(x.columns)})")
+        x = np.stack([np.asarray(v, dtype=np.float32) for v in x["X_lr"]])
+    x = np.asarray(x, dtype=np.float32)
+    out = generator.predict(x, **(params or {}))
+    return np.ascontiguousarray(np.moveaxis(out, 0, 1))
+
+
+class UnknownParamError(ValueError):
+    """A misspelled inference param: refused instead of silently ignored."""
+
+
+class _RefuseUnknownParams(logging.Filter):
+    # mlflow drops params the signature does not name with only a warning; a typo such as
+    # num_sample would then silently give one member. Turn that warning into an error.
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith("Unrecognized params"):
+            raise UnknownParamError(msg.replace(" are ignored for inference", " refused")
+                                    .split(" To enable them")[0])
+        return True
+
+
+def _accept_any_float() -> None:
+    """mlflow's tensor schema demands the logged dtype exactly: a float64 array (numpy's and
+    often xarray's default) would fail against our float32 signature with a page-long error.
+    Cast floating input to the schema's floating dtype first; everything else is unchanged."""
+    from mlflow.models import utils as model_utils
+
+    enforce = model_utils._enforce_tensor_spec
+    if getattr(enforce, "_precipgen", False):
+        return
+
+    def cast_then_enforce(values: Any, tensor_spec: Any) -> Any:
+        want = np.dtype(tensor_spec.type)
+        if (isinstance(values, np.ndarray) and values.dtype != want
+                and np.issubdtype(values.dtype, np.floating) and np.issubdtype(want, np.floating)):
+            values = values.astype(want)
+        return enforce(values, tensor_spec)
+
+    cast_then_enforce._precipgen = True  # type: ignore[attr-defined]
+    model_utils._enforce_tensor_spec = cast_then_enforce
+
+
+def _refuse_unknown_params() -> None:
+    log = logging.getLogger("mlflow.models.utils")
+    if not any(isinstance(f, _RefuseUnknownParams) for f in log.filters):
+        log.addFilter(_RefuseUnknownParams())
+
+
+def contract_text(generator: Any, norm: dict[str, Any], example: np.ndarray,
+                  output: np.ndarray, params: dict[str, Any]) -> str:
+    """What a user of a registered version needs to call it (its description)."""
+    names = list(norm.get("channel_names") or [])
+    units = norm.get("units", "mm per time step")
+    return (
+        f"Input: low-resolution predictors in physical units, shape (N, C, h, w) = "
+        f"(N, {', '.join(map(str, example.shape[1:]))}), float32 or float64, channels in this "
+        f"order: {', '.join(names)}. Output: precipitation in {units}, batch-first "
+        f"(N, num_samples, 1, H, W) = (N, num_samples, {', '.join(map(str, output.shape[2:]))}), "
+        f"float32, 0 at sea. Params (an unknown name is refused): "
+        + ", ".join(f"{k} (default {v})" for k, v in params.items()) + "."
+    )
 
 
 def log_generator_model(
@@ -346,41 +553,65 @@ def log_generator_model(
     registered_name: str | None,
     example_input: np.ndarray,
     default_params: dict[str, Any],
-    alias: str = "latest",
+    loader: Any,
+    alias: str = "candidate",
 ) -> str | None:
-    """Log a checkpoint as a pyfunc model under ``model``; register it and set ``alias``.
+    """Log a checkpoint as a pyfunc model under ``model`` with input example, input/output
+    schema and its contract; register it and set ``alias`` (``candidate``: evaluate promotes
+    it to ``champion`` when the success indicators pass).
 
     Returns the registered version (or None when not registering).
     """
     from mlflow.models import infer_signature
 
     params = {k: v for k, v in default_params.items()}
-    signature = infer_signature(example_input, None, params=params)
-    # PrecipgenPyfunc holds no state and lives in an importable module, so cloudpickle stores
-    # a reference to it, not code; the weights are plain artifacts loaded weights_only. The
-    # signature describes the input, so mlflow's warnings about both are noise here.
+    # the model's own dtype; float64 input is cast on load (_accept_any_float)
+    x = np.asarray(example_input, dtype=np.float32)
+    generator = loader(Path(checkpoint), Path(normalization))
+    y = batch_first(generator, x, {**params, "num_samples": min(int(params.get("num_samples", 1)), 2)})
+    signature = infer_signature(x, y, params=params)
+    norm = json.loads(Path(normalization).read_text())
+    contract = contract_text(generator, norm, x, y, params)
+    # PrecipgenPyfunc and its loader live in importable modules, so cloudpickle stores
+    # references, not code; the weights are plain artifacts loaded weights_only.
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_logger.level
     pyfunc_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
+            warnings.filterwarnings("ignore", category=UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=PrecipgenPyfunc(),
+                python_model=PrecipgenPyfunc(loader),
                 artifacts={"checkpoint": str(checkpoint), "normalization": str(normalization)},
                 signature=signature,
+                input_example=x,
                 registered_model_name=registered_name,
                 pip_requirements=[f"precipgen=={__version__}"],
+                metadata={"channel_names": norm.get("channel_names"), "units": norm.get("units"),
+                          "output_axes": "N, num_samples, 1, H, W"},
             )
     finally:
         pyfunc_logger.setLevel(level)
     if not registered_name:
         return None
     version = str(info.registered_model_version)
+    client = MlflowClient()
+    client.update_model_version(registered_name, version, description=contract)
     if alias.lower() != "latest":  # reserved: mlflow resolves @latest to the newest version
-        MlflowClient().set_registered_model_alias(registered_name, alias, version)
+        client.set_registered_model_alias(registered_name, alias, version)
     return version
+
+
+def promote(run_id: str, alias: str = "champion") -> list[str]:
+    """Set ``alias`` on every registered version logged by ``run_id``; returns "name vN"."""
+    setup()
+    client = MlflowClient()
+    done = []
+    for mv in client.search_model_versions(f"run_id = '{run_id}'"):
+        client.set_registered_model_alias(mv.name, alias, mv.version)
+        done.append(f"{mv.name} v{mv.version}")
+    return done
 
 
 def load_pyfunc(uri: str) -> Any:

@@ -71,6 +71,8 @@ class WindowDataset(Dataset):
 
     def __init__(self, ds: PreparedDataset, indices: Sequence[int] | np.ndarray, window: int,
                  stride: int = 1):
+        if window < 1 or stride < 1:
+            raise ValueError(f"{ds.root}: window ({window}) and window_stride ({stride}) must be >= 1")
         idx = np.asarray(indices, dtype=np.int64)
         smp = ds.samples
         group = smp.group[idx]

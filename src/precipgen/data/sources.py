@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from precipgen.data.store import file_sha256
+from precipgen.data.transforms import SrdrnNormalization, precip_units
 from precipgen.data.validate import (
     InputError,
     check_ndim,
@@ -57,6 +58,7 @@ class RawData:
     group: np.ndarray | None = None
     group_key: str | None = None  # the coordinates that define ``group``, "a,b"
     provenance: dict[str, Any] = field(default_factory=dict)
+    channel_units: list[str | None] | None = None  # UDUNITS per channel; None where unknown
 
     @property
     def n_days(self) -> int:
@@ -90,6 +92,7 @@ def load_synthetic(days: int, height: int, width: int, factor: int, seed: int) -
         X=np.asarray(g.X_lr, dtype=np.float32),
         Y=np.asarray(g.Y_hr, dtype=np.float32),
         channel_names=list(g.channel_names),
+        channel_units=[synthetic.CHANNEL_UNITS.get(n) for n in g.channel_names],
         source="synthetic",
         units=units,
         x_desc="synthetic predictors X_lr",
@@ -114,13 +117,35 @@ def load_synthetic(days: int, height: int, width: int, factor: int, seed: int) -
 
 
 # ---------------------------------------------------------------------------------- srdrn
+_NPY_MAGIC, _NPZ_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def read_numpy(p: Path, role: str) -> Any:
+    """``np.load`` of a user's file with errors that say what is wrong with it (empty, not a
+    NumPy file, pickled objects, truncated) instead of numpy's tracebacks and advice."""
+    size = p.stat().st_size
+    if size == 0:
+        raise InputError(f"{role} file {p} is empty (0 bytes); expected a NumPy .npy/.npz array")
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if not head.startswith((_NPY_MAGIC, _NPZ_MAGIC)):
+        raise InputError(f"{role} file {p} is not a NumPy .npy/.npz file (it starts with "
+                         f"{head!r}, not the .npy header); save arrays with numpy.save")
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise InputError(f"{role} file {p} holds Python objects (a pickled/object array), "
+                             "which precipgen does not load: save a numeric array") from e
+        raise InputError(f"{role} file {p} is not a readable NumPy array: {e}") from e
+    except (OSError, EOFError) as e:
+        raise InputError(f"{role} file {p} is truncated or corrupt ({size} bytes): {e}") from e
+
+
 def _load_array(path: str | Path, role: str) -> tuple[np.ndarray, Path]:
     """A numeric ``.npy`` (or an ``.npz`` holding exactly one array); pickles are refused."""
     p = require_file(path, role)
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"{role} file {p} is not a numeric .npy/.npz array: {e}") from e
+    arr = read_numpy(p, role)
     if isinstance(arr, np.lib.npyio.NpzFile):
         with arr:
             keys = list(arr.keys())
@@ -161,13 +186,7 @@ def read_norm_stats(path: str | Path, role: str, n_channels: int) -> tuple[np.nd
         if not isinstance(d, dict):
             raise InputError(f"{role} file {p} must hold an object with predictors/obs keys")
         return _pick(d, _PRED_KEYS, p, role), _pick(d, _OBS_KEYS, p, role)
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as e:
-        raise InputError(
-            f"{role} file {p} cannot be read without unpickling ({e}); save the statistics as "
-            ".npz or .json with keys 'predictors' and 'obs'"
-        ) from e
+    loaded = read_numpy(p, role)
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             d = {k: loaded[k] for k in loaded.keys()}
@@ -200,11 +219,9 @@ def _denormalise_srdrn(
     _broadcast(xs, X.shape[1:], f"predictor stds in {std_path}")
     _broadcast(ym, Y.shape[1:], f"obs mean in {mean_path}")
     _broadcast(ys, Y.shape[1:], f"obs std in {std_path}")
-    X = X * xs + xm
-    Y = np.expm1(Y * ys + ym)
-    # expm1 of a float32 round trip gives -1e-7 for zeros; larger negatives stay (and fail).
-    Y[(Y < 0) & (Y > -1e-3)] = 0.0
-    return X.astype(np.float32), Y.astype(np.float32)
+    norm = SrdrnNormalization(xm, xs, ym, ys)
+    return (norm.predictors_inverse(X).astype(np.float32),
+            norm.obs_inverse(Y).astype(np.float32))
 
 
 def _predictors_nhwc(arr: np.ndarray, p: Path, role: str) -> np.ndarray:
@@ -235,6 +252,7 @@ def load_srdrn(
         raise InputError("give both --predictors_test and --obs_test, or neither")
     if (mean is None) != (std is None):
         raise InputError("give both --mean and --std (SRDRN normalisation), or neither")
+    canonical, factor = _units(units or DEFAULT_UNITS, "--units")
     xp, xpath = _load_array(predictors, "predictors")
     yp, ypath = _load_array(obs, "obs")
     X, Y = _predictors_nhwc(xp, xpath, "predictors"), _obs_nhw(yp, ypath, "obs")
@@ -271,10 +289,10 @@ def load_srdrn(
                          f"have C={c} channels")
     return RawData(
         X=np.ascontiguousarray(X.transpose(0, 3, 1, 2)),
-        Y=Y[:, None],
+        Y=Y[:, None] * np.float32(factor) if factor != 1 else Y[:, None],
         channel_names=names,
         source="srdrn",
-        units=units or DEFAULT_UNITS,
+        units=canonical,
         x_desc=f"predictors {xpath}",
         y_desc=f"obs {ypath}",
         land_mask=mask,
@@ -283,9 +301,14 @@ def load_srdrn(
     )
 
 
+def _units(text: str, where: str) -> tuple[str, float]:
+    try:
+        return precip_units(text)
+    except ValueError as e:
+        raise InputError(f"{where}: {e}; pass --units mm/day or --units mm/h if you know them") from e
+
+
 # --------------------------------------------------------------------------------- netcdf
-_CF_UNITS = {"mm h-1": "mm/h", "mm hr-1": "mm/h", "mm/hr": "mm/h", "mm d-1": "mm/day",
-             "mm day-1": "mm/day", "mm/d": "mm/day"}
 
 
 AUTO_GROUP_COORDS = ("tile_row0", "tile_col0")  # MRMS-style tiles: the tile origin
@@ -361,6 +384,40 @@ def _latlon(da: Any, ydim: str, xdim: str) -> tuple[np.ndarray | None, np.ndarra
     return lat, lon, f"degrees, from the file's {grids[0].name}/{grids[1].name}"
 
 
+ENSEMBLE_DIMS = ("realization", "member", "ensemble", "number")  # CF / CMIP / ECMWF names
+
+
+def _stack_members(ds: Any, target: str, predictor_vars: Sequence[str], time_dim: str) -> Any:
+    """An ensemble file (``samples.nc``: target ``(time, realization, y, x)``) -> one sample per
+    (time, member), members that are missing everywhere (rejected) dropped; predictors without
+    the member dim are repeated for each member."""
+    dims = [d for d in ds[target].dims if d in ENSEMBLE_DIMS and ds[target].sizes[d] > 1]
+    if not dims:
+        return ds
+    import xarray as xr
+
+    r = dims[0]
+    da = ds[target]
+    rest = [d for d in da.dims if d not in (time_dim, r)]
+    T, R = ds.sizes[time_dim], ds.sizes[r]
+    field = da.transpose(time_dim, r, *rest).values.reshape(T * R, *[ds.sizes[d] for d in rest])
+    keep = ~np.isnan(field).reshape(T * R, -1).all(axis=1)
+    t_of = np.repeat(np.arange(T), R)[keep]
+    out = {target: ((time_dim, *rest), field[keep], da.attrs)}
+    for v in predictor_vars:
+        pv = ds[v]
+        pr = [d for d in pv.dims if d not in (time_dim, r)]
+        if r in pv.dims:
+            vals = pv.transpose(time_dim, r, *pr).values.reshape(T * R, *[ds.sizes[d] for d in pr])[keep]
+        else:
+            vals = pv.transpose(time_dim, *pr).values[t_of]
+        out[v] = ((time_dim, *pr), vals, pv.attrs)
+    coords = {c: ds[c].variable for c in ds.coords if time_dim not in ds[c].dims and r not in ds[c].dims}
+    coords.update({c: ((time_dim,), ds[c].values[t_of], ds[c].attrs) for c in ds.coords
+                   if ds[c].dims == (time_dim,)})
+    return xr.Dataset(out, coords=coords, attrs=ds.attrs)
+
+
 def load_netcdf(
     paths: Sequence[str | Path],
     target: str,
@@ -383,6 +440,7 @@ def load_netcdf(
     gcoords = _group_coords(files[0], group_coords)
     ds = _open_netcdf(files, [target, *predictor_vars], time_dim, gcoords)
     where = ", ".join(map(str, files))
+    ds = _stack_members(ds, target, predictor_vars, time_dim)
     ty = ds[target].squeeze([d for d in ds[target].dims if d != time_dim and ds[target].sizes[d] == 1])
     if ty.ndim != 3:
         raise InputError(f"target variable {target!r} in {where} has dims {ty.dims}; "
@@ -390,6 +448,7 @@ def load_netcdf(
     ydim, xdim = [d for d in ty.dims if d != time_dim]
     Y = ty.transpose(time_dim, ydim, xdim).values.astype(np.float32)[:, None]
     blocks, names = [], []
+    units_of: list[str | None] = []
     for v in predictor_vars:
         da = ds[v]
         if channel_dim and channel_dim in da.dims:
@@ -401,6 +460,7 @@ def load_netcdf(
             labels = (da[channel_dim].values if channel_dim in da.coords
                       else np.arange(da.sizes[channel_dim]))
             names += [str(c) if channel_dim in da.coords else f"{v}_{c}" for c in labels]
+            units_of += [da.attrs.get("units")] * len(labels)
         else:
             if da.ndim != 3:
                 hint = "; pass --channel_dim" if da.ndim == 4 else ""
@@ -409,6 +469,7 @@ def load_netcdf(
             rest = [d for d in da.dims if d != time_dim]
             arr = da.transpose(time_dim, *rest).values[:, None]
             names.append(v)
+            units_of.append(da.attrs.get("units"))
         if blocks:
             check_same_shape(arr.shape[2:], blocks[0].shape[2:], f"predictor {v!r} (h, w)",
                              f"predictor {predictor_vars[0]!r} (h, w)")
@@ -417,6 +478,11 @@ def load_netcdf(
     check_same_n(len(X), len(Y), f"predictors {list(predictor_vars)} in {where}",
                  f"target {target!r}")
     attr_units = ds[target].attrs.get("units")
+    given = units or attr_units or DEFAULT_UNITS
+    canonical, factor = _units(given, "--units" if units else
+                               f"units attribute of {target!r} in {where}")
+    if factor != 1:
+        Y = Y * np.float32(factor)
     lat, lon, latlon_note = _latlon(ty, ydim, xdim)
     time = ds[time_dim].values if time_dim in ds.coords else None
     group = None
@@ -427,8 +493,9 @@ def load_netcdf(
         X=X,
         Y=Y,
         channel_names=names,
+        channel_units=[str(u) if u else None for u in units_of],
         source="netcdf",
-        units=units or _CF_UNITS.get(str(attr_units), attr_units) or DEFAULT_UNITS,
+        units=canonical,
         x_desc=f"predictors {list(predictor_vars)} in {where}",
         y_desc=f"target {target!r} in {where}",
         lat=lat,
@@ -439,6 +506,7 @@ def load_netcdf(
         provenance={
             "inputs": _inputs([("netcdf", p) for p in files]),
             "units_attr": attr_units,
+            "units_factor": factor,
             "variables": {"target": target, "predictors": list(predictor_vars),
                           "channel_dim": channel_dim, "time_dim": time_dim,
                           "target_dims": [time_dim, ydim, xdim], "group_coords": gcoords},
@@ -446,3 +514,28 @@ def load_netcdf(
             "time_range": [str(time[0]), str(time[-1])] if time is not None and len(time) else None,
         },
     )
+
+
+# ------------------------------------------------------------------------- by name
+def load(source: str, opts: dict[str, Any], units: str | None) -> RawData:
+    """``prepare --source``: synthetic | srdrn | netcdf, with that source's options."""
+    if source == "synthetic":
+        return load_synthetic(**opts)
+    if source == "srdrn":
+        names = opts["channel_names"]
+        return load_srdrn(
+            **{k: v for k, v in opts.items() if k != "channel_names"},
+            channel_names=[n.strip() for n in names.split(",")] if names else None,
+            units=units,
+        )
+    return load_netcdf(
+        opts["input"], opts["target"], opts["predictor_vars"], opts["channel_dim"],
+        opts["time_dim"], units=units, group_coords=group_coords(opts["group_coords"]),
+    )
+
+
+def group_coords(value: str | None) -> list[str] | None:
+    """``--group_coords``: None = auto-detect, "none" = one group, else the names."""
+    if value is None:
+        return None
+    return [] if value == "none" else [g.strip() for g in value.split(",") if g.strip()]

@@ -155,6 +155,12 @@ class PreparedDataset:
         return list(self.meta("channels.json")["names"])
 
     @cached_property
+    def channel_units(self) -> list[str | None]:
+        """UDUNITS per predictor channel (None where the input did not say)."""
+        units = self.meta("channels.json").get("units") or []
+        return [units[i] if i < len(units) else None for i in range(len(self.channel_names))]
+
+    @cached_property
     def split(self) -> dict[str, np.ndarray]:
         s = self.meta("split.json")
         return {k: np.asarray(s[k], dtype=np.int64) for k in ("train", "val", "test")}
@@ -326,6 +332,7 @@ def write_prepared(
     static_names: list[str],
     channel_names: list[str],
     metadata: dict[str, Any],
+    channel_units: list[str | None] | None = None,
 ) -> None:
     """Write arrays + metadata into ``out_dir`` (an existing, empty, temporary directory).
 
@@ -339,6 +346,7 @@ def write_prepared(
     md = out_dir / "metadata"
     md.mkdir(exist_ok=True)
     write_json(md / "statics.json", {"names": list(static_names)})
-    write_json(md / "channels.json", {"names": list(channel_names)})
+    write_json(md / "channels.json", {"names": list(channel_names),
+                                      "units": list(channel_units or [None] * len(channel_names))})
     for name, obj in metadata.items():
         write_json(md / name, obj, compact=name == "samples.json")  # one entry per sample

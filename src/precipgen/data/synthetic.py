@@ -35,6 +35,9 @@ from scipy import fft, ndimage, signal, special
 from tqdm.auto import tqdm
 
 CHANNEL_NAMES = ["tas", "pr", "huss", "sfcWind", "tasmax", "tasmin"]
+# UDUNITS of each predictor channel, as CMIP names them (pr is a daily mean rate here).
+CHANNEL_UNITS = {"tas": "K", "pr": "mm day-1", "huss": "1", "sfcWind": "m s-1", "tasmax": "K",
+                 "tasmin": "K"}
 STATIC_NAMES = ["land_sea_mask", "dist_to_coast_km", "elevation", "lat", "lon"]
 GENERATOR_NAME = "precipgen.synthetic"
 GENERATOR_VERSION = 1

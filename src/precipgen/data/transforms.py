@@ -1,4 +1,4 @@
-"""Physical units <-> model space, in ONE place.
+"""Physical units <-> model space, and precipitation units, in ONE place.
 
 Precipitation in files, thresholds, metrics and figures is in physical units (mm per time
 step). Models see ``(log1p(y) - mean) / std`` with mean/std from the training split's land
@@ -116,6 +116,78 @@ class Normalization:
     @classmethod
     def load(cls, path: Path) -> Normalization:
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+# ---------------------------------------------------------------- SRDRN's normalisation
+@dataclass
+class SrdrnNormalization:
+    """SRDRN's own scaling of its ``.npy`` files, in SRDRN's layout (broadcast against
+    predictors ``(N, h, w, C)`` and obs ``(N, H, W)``): predictors z-scored per channel, obs
+    ``log1p`` then z-scored. ``prepare`` inverts it (everything downstream is physical);
+    the augmented SRDRN set re-applies it so the arrays drop into SRDRN's training."""
+
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+    source: dict[str, str] = field(default_factory=dict)  # role -> the file the stats came from
+
+    def predictors(self, x_nhwc: np.ndarray) -> np.ndarray:
+        return (x_nhwc - self.x_mean) / self.x_std
+
+    def obs(self, y_nhw: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):  # NaN sea stays NaN
+            return (np.log1p(y_nhw) - self.y_mean) / self.y_std
+
+    def predictors_inverse(self, x: np.ndarray) -> np.ndarray:
+        return x * self.x_std + self.x_mean
+
+    def obs_inverse(self, y: np.ndarray) -> np.ndarray:
+        """Normalised obs -> mm; a float32 round trip of 0 gives -1e-7, clipped back to 0
+        (larger negatives stay, and fail the precipitation checks)."""
+        out = np.expm1(y * self.y_std + self.y_mean)
+        out[(out < 0) & (out > -1e-3)] = 0.0
+        return out
+
+
+# ---------------------------------------------------------------- precipitation units
+# Canonical precipitation units (rates: a sub-hourly radar series in mm/h stays mm/h), their
+# UDUNITS spelling for files, and the largest value that is still plausible (world records:
+# ~1,825 mm in a day, ~305 mm in an hour); larger values are refused unless overridden.
+PRECIP_UNITS: dict[str, tuple[str, float]] = {
+    "mm/day": ("mm day-1", 2000.0),
+    "mm/h": ("mm h-1", 500.0),
+    "mm/min": ("mm min-1", 50.0),
+}
+_UNIT_ALIASES: dict[str, tuple[str, float]] = {  # spelling -> (canonical, factor)
+    **{a: ("mm/day", 1.0) for a in ("mm/day", "mm day-1", "mm d-1", "mm/d", "mm day^-1",
+                                      "mm per day", "mm/24h", "mm (24h)-1")},
+    **{a: ("mm/h", 1.0) for a in ("mm/h", "mm h-1", "mm hr-1", "mm/hr", "mm/hour", "mm h^-1",
+                                    "mm per hour")},
+    **{a: ("mm/min", 1.0) for a in ("mm/min", "mm min-1", "mm per minute")},
+    # CMIP's precipitation flux: 1 kg m-2 s-1 of water = 1 mm s-1 = 86400 mm/day
+    **{a: ("mm/day", 86400.0) for a in ("kg m-2 s-1", "kg/m2/s", "kg m^-2 s^-1", "mm s-1",
+                                          "mm/s")},
+}
+
+
+def precip_units(text: str) -> tuple[str, float]:
+    """A units string -> (canonical units, factor the values are multiplied by); ValueError
+    naming the accepted spellings for anything else."""
+    key = " ".join(str(text).strip().lower().split())
+    if key in _UNIT_ALIASES:
+        return _UNIT_ALIASES[key]
+    raise ValueError(f"precipitation units {text!r} are not known; accepted: "
+                     f"{', '.join(sorted({k for k in _UNIT_ALIASES}))}")
+
+
+def udunits(units: str) -> str:
+    """The UDUNITS spelling of canonical units (``mm/h`` -> ``mm h-1``), for CF files."""
+    return PRECIP_UNITS[units][0] if units in PRECIP_UNITS else units
+
+
+def plausible_max(units: str) -> float:
+    return PRECIP_UNITS[units][1] if units in PRECIP_UNITS else float("inf")
 
 
 # Names of precipitation-amount channels (CMIP's pr, ERA5's tp, the MRMS block means). Only

@@ -82,6 +82,25 @@ def check_precip_on_land(Y: np.ndarray, land: np.ndarray, what: str) -> None:
             )
 
 
+def check_plausible(Y: np.ndarray, land: np.ndarray, units: str, what: str,
+                    allow: bool = False) -> None:
+    """Precipitation above the unit's plausible maximum (e.g. 2000 mm/day, 500 mm/h) is almost
+    surely a unit or scaling error; refused unless ``allow`` (``--allow_implausible``)."""
+    from precipgen.data.transforms import plausible_max
+
+    limit = plausible_max(units)
+    big = Y[:, 0][:, land] > limit
+    n_big = int(big.sum())
+    if n_big and not allow:
+        per_day = big.any(axis=1)
+        vmax = float(np.nanmax(Y[:, 0][:, land]))
+        raise InputError(
+            f"{what} has {n_big} land values above {limit:g} {units} (max {vmax:.6g} {units}) on "
+            f"{int(per_day.sum())} days (first day indices: {_first_days(per_day)}): implausible "
+            f"for precipitation in {units}; check the units (--units) or the scaling, or pass "
+            "--allow_implausible if the values are right")
+
+
 def check_factor(hr: Sequence[int], lr: Sequence[int], hr_name: str, lr_name: str) -> int:
     """High-res ``(H, W)`` must be the low-res ``(h, w)`` times one integer factor."""
     (H, W), (h, w) = tuple(hr), tuple(lr)
@@ -105,7 +124,8 @@ def check_split_sizes(sizes: dict[str, int], n_days: int, how: str) -> None:
         )
 
 
-def check_arrays(X: np.ndarray, Y: np.ndarray, land: np.ndarray, x_desc: str, y_desc: str) -> int:
+def check_arrays(X: np.ndarray, Y: np.ndarray, land: np.ndarray, x_desc: str, y_desc: str,
+                 units: str = "mm/day", allow_implausible: bool = False) -> int:
     """All checks on a source's assembled arrays; returns the integer factor H/h."""
     check_ndim(X.shape, (4,), x_desc, "(N, C, h, w)")
     check_ndim(Y.shape, (4,), y_desc, "(N, 1, H, W)")
@@ -115,4 +135,5 @@ def check_arrays(X: np.ndarray, Y: np.ndarray, land: np.ndarray, x_desc: str, y_
         raise InputError(f"{y_desc} has no land pixel (no data anywhere, or an all-sea land mask)")
     check_predictors_finite(X, x_desc)
     check_precip_on_land(Y, land, y_desc)
+    check_plausible(Y, land, units, y_desc, allow_implausible)
     return factor

@@ -11,6 +11,23 @@ from precipgen.scores.ensemble import Indicator
 Print = Callable[[str], None]
 
 
+class Console:
+    """Prints and keeps the lines (the report reproduces them)."""
+
+    def __init__(self, verbose: bool = True) -> None:
+        self.lines: list[str] = []
+        self.verbose = verbose  # False: kept for the report only (the step prints a summary)
+
+    def __call__(self, line: str) -> None:
+        if self.verbose:
+            print(line, flush=True)
+        self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
 def _f(v: Any, nd: int = 6) -> str:
     try:
         return f"{float(v):.{nd}f}"

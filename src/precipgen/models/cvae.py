@@ -4,13 +4,15 @@
     EncoderY  (Y_hr, S)         -> h_Y (d_y), learned strided downsampling to the low-res grid
     LatentHead [h_Y; h_X]       -> mu, log sigma^2 (d_z)          q(z | Y, X, S)
     Prior      standard N(0, I)  or  ConditionalPrior(h_X) -> p(z | X, S)
-    Decoder   (z, h_X, S)       -> Y_hr: starts on the low-res grid, upsamples with learned
+    Decoder   (z, h_X, S, noise) -> Y_hr: starts on the low-res grid, upsamples with learned
                                    PixelShuffle stages (one per prime factor of the scale
                                    factor, e.g. 12 = 2*2*3), sees the statics at full resolution
+                                   and (``noise_channels`` > 0) Gaussian noise maps on the
+                                   low-res grid and at full resolution, drawn per sample
 
 X is never naively upsampled: it conditions through embeddings. Everything here works in
 model space (log1p + z-score, see ``precipgen.data.transforms``); the loader at the bottom
-turns a checkpoint into a physical-units generator for ``precipgen.models.load_generator``.
+turns a checkpoint into a physical-units generator (see :mod:`precipgen.models.registry`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from precipgen.data.transforms import Normalization
-from precipgen.models import register_loader
+from precipgen.models.checkpoint import load_model_state
 
 POOL = 4  # encoders pool their last feature map to POOL x POOL before the dense embedding
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite
@@ -129,32 +131,62 @@ class ConditionalPrior(GaussianHead):
 
 
 class Decoder(nn.Module):
+    """Noise maps inside the network (``noise_channels``): a global z alone leaves the small
+    scales deterministic given X, which under-disperses the samples (issue 13)."""
+
     def __init__(self, n_statics: int, base_filters: int, d_z: int, d_x: int,
-                 lr_shape: tuple[int, int], factors: list[int]):
+                 lr_shape: tuple[int, int], factors: list[int], noise_channels: int = 0):
         super().__init__()
         h, w = lr_shape
         self.lr_shape = lr_shape
+        self.hr_shape = (h * int(np.prod(factors)), w * int(np.prod(factors)))
+        self.nc = noise_channels
         self.cz = max(4, base_filters // 2)
         # z (with the global X code) -> a latent map on the low-res grid: z controls where, too
         self.z_proj = nn.Linear(d_z + d_x, self.cz * h * w)
         top = len(factors)
         c = width(top, base_filters)
-        self.inp = nn.Sequential(conv(base_filters + self.cz, c), nn.SiLU(), ResBlock(c))
+        self.inp = nn.Sequential(conv(base_filters + self.cz + self.nc, c), nn.SiLU(), ResBlock(c))
         ups = []
         for i, r in enumerate(factors):
             cin, cout = width(top - i, base_filters), width(top - i - 1, base_filters)
             ups += [conv(cin, cout * r * r), nn.PixelShuffle(r), nn.SiLU(), conv(cout, cout), nn.SiLU()]
         self.up = nn.Sequential(*ups)
         c0 = width(0, base_filters)
-        self.out = nn.Sequential(conv(c0 + n_statics, c0), nn.SiLU(), conv(c0, c0), nn.SiLU(), conv(c0, 1))
+        self.out = nn.Sequential(conv(c0 + n_statics + self.nc, c0), nn.SiLU(), conv(c0, c0),
+                                 nn.SiLU(), conv(c0, 1))
 
-    def forward(self, z: Tensor, hx: HX, statics: Tensor) -> Tensor:
+    @property
+    def noise_dim(self) -> int:
+        """Flat size of one sample's noise: ``nc`` maps on the low-res grid + ``nc`` at full res."""
+        (h, w), (H, W) = self.lr_shape, self.hr_shape
+        return self.nc * (h * w + H * W)
+
+    def split_noise(self, noise: Tensor) -> tuple[Tensor, Tensor]:
+        (h, w), (H, W) = self.lr_shape, self.hr_shape
+        n_lr = self.nc * h * w
+        b = noise.shape[0]
+        return noise[:, :n_lr].reshape(b, self.nc, h, w), noise[:, n_lr:].reshape(b, self.nc, H, W)
+
+    def forward(self, z: Tensor, hx: HX, statics: Tensor, noise: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """``noise``: ``(B, noise_dim)`` standard normals; drawn here (from ``generator``)
+        when None."""
         h, w = self.lr_shape
         zmap = self.z_proj(torch.cat([z, hx.vec], dim=1)).view(-1, self.cz, h, w)
-        m = self.up(self.inp(torch.cat([hx.map, zmap], dim=1)))
+        parts, late = [hx.map, zmap], []
+        if self.nc:
+            if noise is None:
+                noise = torch.randn((z.shape[0], self.noise_dim), generator=generator,
+                                    device=z.device, dtype=z.dtype)
+            n_lr, n_hr = self.split_noise(noise.to(z.dtype))
+            parts.append(n_lr)
+            late.append(n_hr)
+        m = self.up(self.inp(torch.cat(parts, dim=1)))
         if m.shape[-2:] != statics.shape[-2:]:  # only if H, W are not exact multiples
             m = F.interpolate(m, size=statics.shape[-2:], mode="bilinear", align_corners=False)
-        return self.out(torch.cat([m, statics], dim=1))
+            late = [F.interpolate(n, size=statics.shape[-2:], mode="nearest") for n in late]
+        return self.out(torch.cat([m, statics, *late], dim=1))
 
 
 class CVAE(nn.Module):
@@ -166,7 +198,8 @@ class CVAE(nn.Module):
 
     def __init__(self, in_channels: int, n_statics: int, lr_shape: tuple[int, int],
                  hr_shape: tuple[int, int], d_z: int = 64, base_filters: int = 64,
-                 d_x: int = 128, d_y: int = 256, prior: str = "standard"):
+                 d_x: int = 128, d_y: int = 256, prior: str = "standard",
+                 noise_channels: int = 0):
         super().__init__()
         (h, w), (H, W) = lr_shape, hr_shape
         if H % h or W % w or H // h != W // w:
@@ -181,13 +214,14 @@ class CVAE(nn.Module):
         self.hparams: dict[str, Any] = dict(
             in_channels=in_channels, n_statics=n_statics, lr_shape=[h, w], hr_shape=[H, W],
             d_z=d_z, base_filters=base_filters, d_x=d_x, d_y=d_y, prior=prior,
+            noise_channels=noise_channels,
         )
         self.d_z, self.prior_kind = d_z, prior
         self.encoder_x = EncoderX(in_channels, n_statics, base_filters, d_x)
         self.encoder_y = EncoderY(n_statics, base_filters, d_y, factors)
         self.latent_head = LatentHead(d_y, d_x, d_z)
         self.prior = ConditionalPrior(d_x, d_z) if prior == "conditional" else None
-        self.decoder = Decoder(n_statics, base_filters, d_z, d_x, (h, w), factors)
+        self.decoder = Decoder(n_statics, base_filters, d_z, d_x, (h, w), factors, noise_channels)
 
     # ---- pieces ----
     def _statics(self, statics: Tensor, batch: int) -> tuple[Tensor, Tensor]:
@@ -206,6 +240,17 @@ class CVAE(nn.Module):
 
     def posterior(self, y: Tensor, hx: HX, s: Tensor) -> tuple[Tensor, Tensor]:
         return self.latent_head(torch.cat([self.encoder_y(y, s), hx.vec], dim=1))
+
+    def decode_members(self, mu: Tensor, logvar: Tensor, hx: HX, s: Tensor, m: int) -> Tensor:
+        """``m`` reparameterised samples of N(mu, exp(logvar)) decoded, ``(m, B, 1, H, W)``;
+        gradients reach mu/logvar (the prior or the posterior) and the decoder, so a
+        sample-based loss trains what sampling from X alone uses."""
+        b = mu.shape[0]
+        eps = torch.randn((m, *mu.shape), device=mu.device, dtype=mu.dtype)
+        z = (mu.unsqueeze(0) + (0.5 * logvar).exp().unsqueeze(0) * eps).flatten(0, 1)
+        rep = HX(hx.map.repeat(m, 1, 1, 1), hx.vec.repeat(m, 1))
+        y = self.decoder(z, rep, s.repeat(m, 1, 1, 1))
+        return y.view(m, b, *y.shape[1:])
 
     # ---- training ----
     def forward(self, x: Tensor, y: Tensor, statics: Tensor) -> tuple[Tensor, ...]:
@@ -235,7 +280,7 @@ class CVAE(nn.Module):
         eps = torch.randn((m, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = (mu + temperature * (0.5 * logvar).exp() * eps).flatten(0, 1)  # (m*B, d_z)
         rep = HX(hx.map.repeat(m, 1, 1, 1), hx.vec.repeat(m, 1))
-        y_hat = self.decoder(z, rep, s.repeat(m, 1, 1, 1))
+        y_hat = self.decoder(z, rep, s.repeat(m, 1, 1, 1), generator=generator)
         return y_hat.view(m, b, *y_hat.shape[1:])
 
 
@@ -247,7 +292,7 @@ def build_cvae(hparams: dict[str, Any]) -> CVAE:
 
 # ------------------------------------------------------------------ physical-units generator
 class CVAEGenerator:
-    """What ``load_generator`` returns for a cVAE checkpoint (and what the pyfunc wraps)."""
+    """What the registry opens for a cVAE checkpoint (and what the pyfunc wraps)."""
 
     def __init__(self, model: CVAE, norm: Normalization, statics: Tensor, land_mask: Tensor,
                  batch_size: int = 16):
@@ -280,10 +325,8 @@ class CVAEGenerator:
         return torch.cat(out, dim=1).numpy().astype(np.float32)
 
 
-@register_loader("cvae")
 def load_cvae(ckpt: dict[str, Any], norm: Normalization) -> CVAEGenerator:
-    from precipgen.train.loop import load_model_state
-
+    """A cVAE checkpoint -> its physical-units generator."""
     model = build_cvae(ckpt["model_hparams"])
     load_model_state(model, ckpt["model_state_dict"], "cvae checkpoint")
     return CVAEGenerator(model, norm, ckpt["statics"], ckpt["land_mask"])

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from precipgen.data.transforms import Normalization
-from precipgen.models import register_loader
+from precipgen.models.checkpoint import load_model_state
 from precipgen.models.cvae import prime_factors
 
 
@@ -72,8 +72,6 @@ class SRDRN(nn.Module):
 
 
 def build_from_checkpoint(ck: dict[str, Any]) -> SRDRN:
-    from precipgen.train.loop import load_model_state
-
     hp = ck["hparams"]
     model = SRDRN(int(hp["in_channels"]), ck["statics"], tuple(hp["lr_shape"]),
                   int(hp["filters"]), int(hp["res_blocks"]))
@@ -107,7 +105,6 @@ class SRDRNGenerator:
         return np.broadcast_to(y, (num_samples, *y.shape)).copy()
 
 
-@register_loader("srdrn")
 def load_srdrn(ck: dict[str, Any], norm: Normalization) -> SRDRNGenerator:
     land = ck.get("land_mask")
     return SRDRNGenerator(build_from_checkpoint(ck), norm, None if land is None else land.float())

@@ -20,6 +20,17 @@ mode, standard normal noise in generative mode. Their weights start small (``noi
 and are trained by the CRPS fine-tuning, which grows or shrinks the spread they create until
 the ensemble is calibrated. Pretraining never changes them (zero input -> zero gradient).
 
+Noise at every decoder scale (issue 14). ``enable_noise(channels, grid)`` adds a per-member
+noise field xi (``channels`` maps, standard normal times ``noise_scale``) that modulates the
+GroupNorm of EVERY decoder block, FiLM style: ``gn(h) * (1 + a(xi)) + b(xi)`` with ``a, b``
+1x1x1 convolutions initialised to zero and without bias, so fine-tuning starts exactly at the
+deterministic solution and the zero field (deterministic mode) stays the noise-free decoder.
+``grid``: ``coarse`` draws xi on the latent (low-res) grid and interpolates it smoothly to
+each block's grid (spread with large-scale structure: white noise at every scale gave the
+members far too much small-scale power), ``global`` one vector per member and day, ``pixel``
+white noise drawn at each block's own grid. ``input_noise=False`` zeroes the seed's noise
+input channels so that the start is exactly deterministic.
+
 Member noise comes from per-member generators seeded with ``seed + i``: member i is the same
 whatever the chunk size, so the chunked CRPS gradient can regenerate a chunk exactly without
 storing any noise.
@@ -37,9 +48,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from precipgen.data.transforms import Normalization
-from precipgen.models import load_checkpoint, register_loader
+from precipgen.models.checkpoint import load_checkpoint, load_model_state
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
+NOISE_GRIDS = ("coarse", "global", "pixel")
 
 
 def _gn(ch: int) -> nn.GroupNorm:
@@ -71,6 +83,9 @@ class SimpleVAE3D(nn.Module):
         latent_channels: int = 8,
         noise_channels: int | None = None,
         noise_init: float = 0.1,
+        cond_noise_channels: int = 0,
+        cond_noise_grid: str = "coarse",
+        cond_noise_scale: float = 1.0,
     ):
         super().__init__()
         K, H, W = statics.shape
@@ -107,27 +122,101 @@ class SimpleVAE3D(nn.Module):
         with torch.no_grad():  # noise pathways start small: a near-deterministic start
             self.dec_in[0].weight[:, latent_channels:].mul_(noise_init)
             self.dec_hr[0][0].weight[:, -1:].mul_(noise_init)
+        self.film: nn.ModuleList | None = None
+        if cond_noise_channels:
+            self.enable_noise(cond_noise_channels, cond_noise_grid, cond_noise_scale,
+                              zero_input_noise=False)  # weights come from the checkpoint
+
+    # ------------------------------------------------------------------ multi-scale noise
+    def decoder_blocks(self) -> list[nn.Sequential]:
+        """Every conv-GN-GELU block of the decoder, coarse to fine."""
+        return [self.dec_in, *self.up, self.dec_hr[0], self.dec_hr[1]]
+
+    def enable_noise(self, channels: int, grid: str = "coarse", scale: float = 1.0,
+                     zero_input_noise: bool = True) -> None:
+        """Add the zero-initialised FiLM noise of every decoder block (see module doc)."""
+        if grid not in NOISE_GRIDS:
+            raise ValueError(f"noise grid {grid!r} is not one of {NOISE_GRIDS}")
+        if channels < 1:
+            raise ValueError(f"noise channels must be >= 1, got {channels}")
+        film = []
+        for blk in self.decoder_blocks():
+            conv = nn.Conv3d(channels, 2 * blk[0].out_channels, 1, bias=False)
+            nn.init.zeros_(conv.weight)
+            film.append(conv)
+        self.film = nn.ModuleList(film).to(self.statics.device)
+        self.hparams.update(cond_noise_channels=channels, cond_noise_grid=grid,
+                            cond_noise_scale=float(scale))
+        if zero_input_noise:
+            with torch.no_grad():
+                self.dec_in[0].weight[:, self.latent_channels:].zero_()
+                self.dec_hr[0][0].weight[:, -1:].zero_()
+
+    def _block_noise(self, xi: Tensor, i: int, size: tuple[int, int, int]) -> Tensor:
+        """The noise field of decoder block ``i`` on its grid ``size`` = (D, h, w)."""
+        grid = self.hparams["cond_noise_grid"]
+        if grid == "global":
+            return xi
+        if grid == "pixel":  # xi holds one independent field per block, drawn at its grid
+            return xi[i]
+        if tuple(xi.shape[-3:]) == size:
+            return xi
+        return F.interpolate(xi, size=size, mode="trilinear", align_corners=False)
+
+    def _run(self, i: int, f: Tensor, xi: Tensor | None) -> Tensor:
+        blk = self.decoder_blocks()[i]
+        if xi is None or self.film is None:
+            return blk(f)
+        h = blk[1](blk[0](f))
+        gamma, beta = self.film[i](self._block_noise(xi, i, tuple(h.shape[-3:]))).chunk(2, dim=1)
+        return blk[2](h * (1 + gamma) + beta)
+
+    def _draw_cond_noise(self, g: torch.Generator, B: int, D: int, like: Tensor
+                         ) -> Tensor | list[Tensor]:
+        """One member's FiLM noise (scaled by ``cond_noise_scale``), from its generator."""
+        c, grid = self.hparams["cond_noise_channels"], self.hparams["cond_noise_grid"]
+        s = self.hparams["cond_noise_scale"]
+        kw = {"generator": g, "device": like.device, "dtype": like.dtype}
+        if grid == "global":
+            return torch.randn(B, c, D, 1, 1, **kw) * s
+        if grid == "coarse":
+            return torch.randn(B, c, D, *like.shape[-2:], **kw) * s
+        return [torch.randn(B, c, D, *hw, **kw) * s for hw in self.block_grids(like.shape[-2:])]
+
+    def block_grids(self, lr: tuple[int, int]) -> list[tuple[int, int]]:
+        """(h, w) of each decoder block's features, from the latent grid ``lr``."""
+        h, w = lr
+        out = [(h, w)]
+        for s in self.up_scales:
+            h, w = h * s, w * s
+            out.append((h, w))
+        return out + [self.hr_shape, self.hr_shape]
 
     # ------------------------------------------------------------------ parts
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)
         return self.fc_mu(h), self.fc_logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def decode(self, z: Tensor, noise_lat: Tensor | None = None, noise_hr: Tensor | None = None) -> Tensor:
-        """``z`` (B, L, D, h, w) -> (B, 1, D, H, W). Missing noise = zeros (deterministic)."""
+    def decode(self, z: Tensor, noise_lat: Tensor | None = None, noise_hr: Tensor | None = None,
+               noise_cond: Tensor | list[Tensor] | None = None) -> Tensor:
+        """``z`` (B, L, D, h, w) -> (B, 1, D, H, W). Missing noise = zeros (deterministic);
+        ``noise_cond``: the FiLM noise of every block (None: no modulation)."""
         B, _, D, h, w = z.shape
         H, W = self.hr_shape
         if noise_lat is None:
             noise_lat = z.new_zeros(B, self.noise_channels, D, h, w)
         if noise_hr is None:
             noise_hr = z.new_zeros(B, 1, D, H, W)
-        f = self.dec_in(torch.cat([z, noise_lat], dim=1))
-        for stage, s in zip(self.up, self.up_scales):
-            f = stage(F.interpolate(f, scale_factor=(1, s, s), mode="nearest"))
+        xi = noise_cond
+        f = self._run(0, torch.cat([z, noise_lat], dim=1), xi)
+        for i, s in enumerate(self.up_scales, start=1):
+            f = self._run(i, F.interpolate(f, scale_factor=(1, s, s), mode="nearest"), xi)
         if f.shape[-2:] != (H, W):  # factors other than 2^a 3^b, or uneven grids
             f = F.interpolate(f, size=(D, H, W), mode="trilinear", align_corners=False)
         stat = self.statics.unsqueeze(0).unsqueeze(2).expand(B, -1, D, -1, -1)
-        f = self.dec_hr(torch.cat([f, stat, noise_hr], dim=1))
+        n_up = len(self.up_scales)
+        f = self._run(n_up + 1, torch.cat([f, stat, noise_hr], dim=1), xi)
+        f = self._run(n_up + 2, f, xi)
         return self.dec_out(f)
 
     def decode_members(
@@ -140,15 +229,22 @@ class SimpleVAE3D(nn.Module):
         H, W = self.hr_shape
         sigma = (0.5 * logvar).exp()
         L, N = self.latent_channels, self.noise_channels
-        eps_lat, eps_hr = [], []
+        eps_lat, eps_hr, xis = [], [], []
         for i in range(start, stop):
             g = torch.Generator(device=mu.device).manual_seed(int(seed) + i)
             eps_lat.append(torch.randn(B, L + N, D, h, w, generator=g, device=mu.device, dtype=mu.dtype))
             eps_hr.append(torch.randn(B, 1, D, H, W, generator=g, device=mu.device, dtype=mu.dtype))
+            if self.film is not None:  # drawn last: older models' members are unchanged
+                xis.append(self._draw_cond_noise(g, B, D, mu))
         n = stop - start
         e = torch.cat(eps_lat) * temperature  # (n*B, L+N, ...), member-major
         z = mu.repeat(n, 1, 1, 1, 1) + sigma.repeat(n, 1, 1, 1, 1) * e[:, :L]
-        y = self.decode(z, e[:, L:], torch.cat(eps_hr) * temperature)
+        xi: Tensor | list[Tensor] | None = None
+        if xis:
+            xi = (torch.cat(xis) if isinstance(xis[0], Tensor)
+                  else [torch.cat(parts) for parts in zip(*xis)])
+            xi = xi * temperature if isinstance(xi, Tensor) else [t * temperature for t in xi]
+        y = self.decode(z, e[:, L:], torch.cat(eps_hr) * temperature, xi)
         return y.reshape(n, B, *y.shape[1:])
 
     # ------------------------------------------------------------------ forward passes
@@ -206,8 +302,6 @@ class SimpleVAE3D(nn.Module):
 
     def load_pretrained(self, ckpt: dict[str, Any] | str | Path) -> None:
         """Load a whole pretrained model (encoder and decoder) from a checkpoint."""
-        from precipgen.train.loop import load_model_state
-
         ck = load_checkpoint(ckpt) if isinstance(ckpt, (str, Path)) else ckpt
         load_model_state(self, ck["model_state_dict"], ckpt if isinstance(ckpt, (str, Path)) else "checkpoint")
 
@@ -258,6 +352,9 @@ def build_from_checkpoint(ck: dict[str, Any]) -> SimpleVAE3D:
         lr_shape=tuple(hp["lr_shape"]), base_filters=int(hp["base_filters"]),
         latent_channels=int(hp["latent_channels"]), noise_channels=int(hp["noise_channels"]),
         noise_init=float(hp["noise_init"]),
+        cond_noise_channels=int(hp.get("cond_noise_channels", 0)),
+        cond_noise_grid=str(hp.get("cond_noise_grid", "coarse")),
+        cond_noise_scale=float(hp.get("cond_noise_scale", 1.0)),
     )
     model.load_pretrained(ck)
     return model.eval()
@@ -327,8 +424,8 @@ class VAE3DGenerator:
         return torch.cat(outs, dim=1).numpy()
 
 
-@register_loader("vae3d")
 def load_vae3d(ck: dict[str, Any], norm: Normalization) -> VAE3DGenerator:
+    """A vae3d checkpoint -> its physical-units ensemble generator."""
     land = ck.get("land_mask")
     return VAE3DGenerator(build_from_checkpoint(ck), norm, int(ck.get("window_days", 8)),
                           land_mask=None if land is None else land.bool())

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from precipgen.data import cf
 from precipgen.data.store import PreparedDataset
+from precipgen.plots import sample as plots_sample
 from precipgen.synth.generate import LoadedCVAE, day_batches, generate_batch
-from precipgen.synth.quality import SampleStats, sample_stats
+from precipgen.synth.quality import GateThresholds, SampleStats, day_diversity, sample_stats
 from precipgen.synth.writer import SynthWriter, write_manifest
 
 FIGURE_FILE = "samples_heavy_days.png"
@@ -30,6 +32,7 @@ class SampleSettings:
     batch_size: int = 16
     wet_threshold_mm: float = 0.1
     per_sample_files: bool = True
+    gate: GateThresholds = field(default_factory=GateThresholds)
 
 
 @dataclass
@@ -53,13 +56,19 @@ def land_totals(ds: PreparedDataset, days: np.ndarray, chunk: int = 256) -> np.n
     return out
 
 
+def gate_batch(b: Any, land: np.ndarray, st: SampleSettings) -> list[SampleStats]:
+    """Statistics and gates of a batch of whole days (diversity needs a day's K samples)."""
+    div = {int(d): day_diversity(b.y_mm[b.days == d], b.y_real[b.days == d][0], land)
+           for d in np.unique(b.days)}
+    return [sample_stats(d, k, y, r, land, st.min_threshold, st.wet_threshold_mm, st.gate,
+                         div[int(d)]) for d, k, y, r in zip(b.days, b.ks, b.y_mm, b.y_real)]
+
+
 def build_synthetic_set(
     out_dir: Path, ds: PreparedDataset, m: LoadedCVAE, days: np.ndarray, st: SampleSettings,
     device: torch.device, attrs: dict[str, Any], figure_title: str = "",
 ) -> SynthResult:
     """Write the synthetic set for ``days`` into ``out_dir`` (an AtomicDir temp dir)."""
-    from precipgen import plots_sample
-
     land_np = ds.land_mask
     land = torch.from_numpy(np.ascontiguousarray(land_np)).to(device)
     m.model.to(device)
@@ -76,8 +85,7 @@ def build_synthetic_set(
         for chunk in day_batches(days, st.K, st.batch_size):
             t0 = time.perf_counter()
             b = generate_batch(m, ds, chunk, st.K, st.mode, st.temperature, st.seed, device, land)
-            rows = [sample_stats(d, k, y, r, land_np, st.min_threshold, st.wet_threshold_mm)
-                    for d, k, y, r in zip(b.days, b.ks, b.y_mm, b.y_real)]
+            rows = gate_batch(b, land_np, st)
             t1 = time.perf_counter()
             for i, row in enumerate(rows):
                 if row.accepted:
@@ -97,7 +105,7 @@ def build_synthetic_set(
         bar.close()
 
     t1 = time.perf_counter()
-    digest = writer.finalize(attrs, ds.channel_names)
+    digest = writer.finalize(attrs, cf.Grid.of(ds))
     write_manifest(out_dir / MANIFEST_FILE, stats)
     t_write += time.perf_counter() - t1
 

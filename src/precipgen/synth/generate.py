@@ -1,4 +1,4 @@
-"""Load a cVAE from any model URI, check it fits the dataset, and generate in batches.
+"""Open a cVAE from any model URI, check it fits the dataset, and generate in batches.
 
 Noise is drawn per (day, k) (see :mod:`.noise`) and pushed through the model's own pieces
 (``encode_x``, ``posterior`` / ``prior_params``, ``decoder``) rather than ``CVAE.sample``,
@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from precipgen import tracking
 from precipgen.data.store import PreparedDataset
 from precipgen.data.transforms import Normalization
-from precipgen.models import find_checkpoint, load_checkpoint
+from precipgen.models.registry import open_model
 from precipgen.synth.noise import pair_normal
 
 log = logging.getLogger(__name__)
@@ -45,30 +44,14 @@ class LoadedCVAE:
         return f"high-res {H}x{W}, low-res {h}x{w}, C={hp['in_channels']}, statics={hp['n_statics']}"
 
 
-
-
-def load_cvae(uri: str) -> LoadedCVAE:
+def open_cvae(uri: str) -> LoadedCVAE:
     """``uri``: a checkpoint path, a directory holding one, ``runs:/...`` or ``models:/...``."""
-    from precipgen.models.cvae import build_cvae
-    from precipgen.train.loop import load_model_state
-
-    res = tracking.resolve(uri)
-    ckpt_path = find_checkpoint(res.path)
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt.get("kind") != "cvae":
-        raise ValueError(f"{uri} ({ckpt_path}) is a {ckpt.get('kind')!r} checkpoint, not a cvae")
-    for key in ("model_hparams", "model_state_dict", "statics", "normalization"):
-        if key not in ckpt:
-            raise ValueError(f"cvae checkpoint {ckpt_path} has no '{key}'")
-    model = build_cvae(ckpt["model_hparams"])
-    load_model_state(model, ckpt["model_state_dict"], ckpt_path)
-    norm = Normalization.from_json(dict(ckpt["normalization"]))
-    run_id = res.run_id or str(ckpt.get("run_id") or "") or None
+    m = open_model(uri, ("cvae",))
+    g, ck = m.generator, m.state
     return LoadedCVAE(
-        model=model.eval(), norm=norm, statics=ckpt["statics"].float(),
-        hparams=dict(ckpt["model_hparams"]),
-        channel_names=list(ckpt.get("channel_names") or norm.channel_names),
-        checkpoint=ckpt_path, run_id=run_id,
+        model=g.model, norm=g.norm, statics=g.statics, hparams=m.hparams,
+        channel_names=list(ck.get("channel_names") or g.norm.channel_names),
+        checkpoint=m.checkpoint, run_id=m.run_id,
     )
 
 
@@ -123,10 +106,11 @@ def generate_batch(m: LoadedCVAE, ds: PreparedDataset, days: np.ndarray, K: int,
         mu, logvar = model.prior_params(hx)
     rep_days = np.repeat(days, K)
     rep_ks = np.tile(np.arange(K), len(days))
-    eps = pair_normal(seed, rep_days, rep_ks, m.d_z).to(device=device, dtype=mu.dtype)
+    n_noise = model.decoder.noise_dim  # decoder noise maps: drawn from the same (day, k) stream
+    eps = pair_normal(seed, rep_days, rep_ks, m.d_z + n_noise).to(device=device, dtype=mu.dtype)
     idx = torch.arange(len(days), device=device).repeat_interleave(K)
-    z = mu[idx] + temperature * (0.5 * logvar[idx]).exp() * eps
+    z = mu[idx] + temperature * (0.5 * logvar[idx]).exp() * eps[:, : m.d_z]
     hx_rep = type(hx)(hx.map[idx], hx.vec[idx])
-    y_hat = model.decoder(z, hx_rep, s[idx])
+    y_hat = model.decoder(z, hx_rep, s[idx], noise=eps[:, m.d_z :] if n_noise else None)
     y_mm = (m.norm.to_physical(y_hat.float()) * land).cpu().numpy()
     return Batch(rep_days, rep_ks, y_mm, np.repeat(x_phys, K, axis=0), np.repeat(y_real, K, axis=0))

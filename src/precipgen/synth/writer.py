@@ -3,7 +3,7 @@
     day_000123_sample_00.Y_hr_syn.npy   (1, H, W)   accepted samples only (seed 001 names)
     day_000123_sample_00.X_lr_ref.npy   (C, h, w)   the real day's predictors
     Y_syn.npy (M, 1, H, W)   X_ref.npy (M, C, h, w)   day_index.npy (M,)   k_index.npy (M,)
-    samples.nc               the same, for xarray (dims sample/y/x)
+    samples.nc               the same as CF-1.10 NetCDF: precip(time, realization, y, x)
     manifest.csv             every sample, accepted or not
 
 Consolidated arrays are streamed to disk as samples arrive (a raw append file turned into a
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from precipgen.data import cf
 from precipgen.synth.quality import MANIFEST_COLUMNS, SampleStats
 
 COPY_CHUNK = 256  # samples per block when turning the raw append files into .npy
@@ -91,15 +92,17 @@ class SynthWriter:
         self.days.append(int(day))
         self.ks.append(int(k))
 
-    def finalize(self, attrs: dict[str, Any], channel_names: list[str]) -> str:
-        """Write the consolidated arrays and ``samples.nc``; returns the digest of ``Y_syn``."""
+    def finalize(self, attrs: dict[str, Any], grid: cf.Grid) -> str:
+        """Write the consolidated arrays and ``samples.nc`` (CF-1.10); returns the digest of
+        ``Y_syn``."""
         Y = self.Y.finalize()
         X = self.X.finalize()
         day_index = np.asarray(self.days, dtype=np.int64)
         k_index = np.asarray(self.ks, dtype=np.int64)
         np.save(self.root / "day_index.npy", day_index)
         np.save(self.root / "k_index.npy", k_index)
-        write_netcdf(self.root / "samples.nc", Y, X, day_index, k_index, attrs, channel_names)
+        cf.write_samples(self.root / "samples.nc", grid, Y, X, day_index, k_index,
+                         int(attrs.get("K") or 1), attrs)
         digest = array_digest(self.root / "Y_syn.npy")
         del Y, X
         return digest
@@ -107,28 +110,6 @@ class SynthWriter:
     def abort(self) -> None:
         self.Y.close()
         self.X.close()
-
-
-def write_netcdf(path: Path, Y: np.ndarray, X: np.ndarray, day: np.ndarray, k: np.ndarray,
-                 attrs: dict[str, Any], channel_names: list[str]) -> None:
-    import xarray as xr
-
-    clean = {a: ("" if v is None else v) for a, v in attrs.items()}  # netCDF has no None
-    ds = xr.Dataset(
-        {
-            "precip": (("sample", "y", "x"), np.asarray(Y[:, 0]),
-                       {"units": "mm per time step", "long_name": "synthetic precipitation"}),
-            "X_lr_ref": (("sample", "channel", "y_lr", "x_lr"), np.asarray(X),
-                         {"long_name": "low-resolution predictors of the real day (physical)"}),
-        },
-        coords={
-            "day": ("sample", day),
-            "k": ("sample", k),
-            "channel": ("channel", np.asarray(channel_names, dtype=str)),
-        },
-        attrs=clean,
-    )
-    ds.to_netcdf(path)
 
 
 def array_digest(path: Path) -> str:

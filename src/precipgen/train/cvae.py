@@ -1,4 +1,4 @@
-"""``precipgen train_cvae``: train the conditional VAE on a prepared dataset (seed 001).
+"""Training the conditional VAE on a prepared dataset (seed 001, ``precipgen train_cvae``).
 
 The epoch loop lives in :mod:`precipgen.train.loop`; this module supplies the task (step,
 validation, checkpoint contents), heavy-day oversampling, figures and the MLflow run.
@@ -12,10 +12,8 @@ in mm over land pixels; ``val_mass_bias`` is the signed relative land-total bias
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from precipgen import tracking
-from precipgen.cli import add_flags, config_from_args, flag_overrides, truthy
+from precipgen import plots, tracking
 from precipgen.config import Config
 from precipgen.data.datasets import (
     DayDataset,
@@ -36,59 +33,26 @@ from precipgen.data.datasets import (
 )
 from precipgen.data.store import DatasetError, PreparedDataset
 from precipgen.data.transforms import Normalization
-from precipgen.models import load_checkpoint
+from precipgen.locks import OutputClaim, claim_output
+from precipgen.models.checkpoint import load_checkpoint, load_model_state
 from precipgen.models.cvae import CVAE
-from precipgen.train.cvae_loss import CVAELoss
-from precipgen.train.loop import (
-    FitResult,
-    LoopConfig,
-    NonFiniteLossError,
-    StepOutput,
+from precipgen.models.registry import open_generator
+from precipgen.plots import train as plots_train
+from precipgen.scores.crps import crps_ensemble
+from precipgen.train.distributed import (
     dist_info,
-    fit,
-    load_model_state,
     pick_device,
     seed_everything,
+    shutdown_distributed,
 )
-
-try:
-    from precipgen.scores.crps import crps_ensemble
-except ImportError:  # pragma: no cover - the scores package is optional at import time
-
-    def crps_ensemble(ens: torch.Tensor, obs: torch.Tensor, kind: str = "fair") -> torch.Tensor:
-        m = ens.shape[0]
-        skill = (ens - obs).abs().mean(0)
-        spread = (ens[:, None] - ens[None]).abs().sum((0, 1))
-        return skill - spread / (2 * m * (m - 1))
-
+from precipgen.train.loop import FitResult, LoopConfig, StepOutput, fit
+from precipgen.train.losses import CVAELoss
 
 CKPT_BEST = "checkpoints/cvae_best.pt"
 CKPT_LAST = "checkpoints/cvae_last.pt"
 CKPT_EPOCH = "checkpoints/cvae_epoch_{epoch:03d}.pt"
 LOG_CSV = "logs/train_log.csv"
 FIGURE_DAYS, FIGURE_SAMPLES = 2, 3
-
-# named flags -> (config key, type) (MLproject passes every parameter; "" = use the config)
-FLAGS: dict[str, tuple[str, type]] = {
-    "data": ("data.path", str),
-    "epochs": ("train.epochs", int),
-    "batch_size": ("train.batch_size", int),
-    "lr": ("train.lr", float),
-    "lambda_ext": ("loss.lambda_ext", float),
-    "lambda_mass": ("loss.lambda_mass", float),
-    "beta_kl": ("loss.beta_kl", float),
-    "d_z": ("model.d_z", int),
-    "prior": ("model.prior", str),
-    "seed": ("train.seed", int),
-    "output_dir": ("train.output_dir", str),
-}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_flags(p, FLAGS)
-    p.add_argument("--resume", nargs="?", const="true", default="false",
-                   help="continue from <output_dir>/checkpoints/cvae_last.pt in the same MLflow run")
-
 
 # ------------------------------------------------------------------ the task for loop.fit
 class CVAETask:
@@ -112,11 +76,32 @@ class CVAETask:
     def trainable_parameters(self) -> Any:
         return self.model.parameters()
 
+    @property
+    def sample_based(self) -> bool:
+        return self.loss_fn.recon == "crps" or self.loss_fn.lambda_prior_crps > 0
+
+    @property
+    def ddp_forward(self) -> bool:  # the sample-based step calls encode/decode_members
+        return not self.sample_based
+
     def train_step(self, model: nn.Module, batch: dict[str, torch.Tensor], epoch: int) -> StepOutput:
         s, _ = self.on(batch["x"].device)
-        y_hat, mu, logvar, pmu, plv = model(batch["x"], batch["y"], s)
-        t = self.loss_fn(y_hat, batch["y"], mu, logvar, pmu, plv, epoch)
-        return StepOutput(t["loss"], {k: float(t[k].detach()) for k in ("L_rec", "L_mass", "KL")})
+        x, y = batch["x"], batch["y"]
+        keys = ("L_rec", "L_mass", "KL")
+        if not self.sample_based:
+            y_hat, mu, logvar, pmu, plv = model(x, y, s)
+            t = self.loss_fn(y_hat, y, mu, logvar, pmu, plv, epoch)
+            return StepOutput(t["loss"], {k: float(t[k].detach()) for k in keys})
+        m, lf = self.cfg.loss.crps_samples, self.loss_fn
+        hx, s_full = model.encode_x(x, s)
+        mu, logvar = model.posterior(y, hx, s_full)
+        pmu, plv = model.prior_params(hx)
+        post = model.decode_members(mu, logvar, hx, s_full, m) if lf.recon == "crps" else None
+        y_hat = post[0] if post is not None else model.decoder(
+            mu + torch.randn_like(mu) * (0.5 * logvar).exp(), hx, s_full)
+        prior = model.decode_members(pmu, plv, hx, s_full, m) if lf.lambda_prior_crps > 0 else None
+        t = lf(y_hat, y, mu, logvar, pmu, plv, epoch, post_ens=post, prior_ens=prior)
+        return StepOutput(t["loss"], {k: float(t[k].detach()) for k in (*keys, "CRPS_prior")})
 
     def validate(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """Posterior reconstructions (z = mu) for the loss terms and errors; ``val_samples``
@@ -135,7 +120,7 @@ class CVAETask:
             x, y, y_mm = (batch[k].to(device) for k in ("x", "y", "y_mm"))
             b = x.shape[0]
             y_hat, mu, logvar, pmu, plv = model(x, y, s)
-            terms = self.loss_fn(y_hat, y, mu, logvar, pmu, plv, epoch)
+            terms = self.loss_fn.deterministic_terms(y_hat, y, mu, logvar, pmu, plv, epoch)
             for k in ("loss", "L_rec", "KL"):
                 acc[k] += float(terms[k]) * b
             acc["n_days"] += b
@@ -183,8 +168,6 @@ class CVAETask:
         every = self.cfg.train.figure_interval
         if every <= 0 or epoch % every or not self.figure_days:
             return
-        from precipgen import plots_train
-
         device = next(model.parameters()).device
         s, _ = self.on(device)
         items = [self.val_data[i] for i in self.figure_days]
@@ -205,7 +188,7 @@ class CVAETask:
         path = Path(self.cfg.train.output_dir) / "figures" / f"val_heavy_days_epoch_{epoch:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90)
-        plots_train.close(fig)
+        plots.close(fig)
         if self.run is not None:
             self.run.log_artifact(path, "figures")
 
@@ -249,16 +232,6 @@ def open_dataset(path: Path, batch_size: int, world: int) -> PreparedDataset:
     return ds
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, flag_overrides(args, FLAGS))
-    try:
-        train(cfg, resume=truthy(args.resume))
-    except NonFiniteLossError as e:
-        print(f"precipgen train_cvae: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def train(
     cfg: Config,
     *,
@@ -274,10 +247,23 @@ def train(
     are logged; raising from it stops training (pruning). ``register=False`` skips the
     checkpoint artifacts and the model registry. Returns (run id or None off rank 0, result).
     """
+    rank, _, _ = dist_info()
+    out = Path(cfg.train.output_dir)
+    # One run per output dir (rank 0 holds it): two runs there would log each other's files.
+    claim: Any = (claim_output(out, "--output_dir", inside=True) if rank == 0
+                  else contextlib.nullcontext())
+    with claim as owner:
+        return _train(cfg, out, owner, resume=resume, run=run, on_epoch_end=on_epoch_end,
+                      register=register)
+
+
+def _train(cfg: Config, out: Path, owner: OutputClaim | None, *, resume: bool,
+           run: tracking.Run | None,
+           on_epoch_end: Callable[[int, dict[str, float], nn.Module], None] | None,
+           register: bool) -> tuple[str | None, FitResult]:
     rank, world, _ = dist_info()
     is_main = rank == 0
     t = cfg.train
-    out = Path(t.output_dir)
     device = pick_device(t.device)
     if world > 1 and device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # no oversubscription
@@ -291,7 +277,8 @@ def train(
     seed_everything(t.seed)  # same initial weights on every rank and every run
     m = cfg.model
     model = CVAE(ds.n_channels, len(ds.static_names), ds.lr_shape, ds.hr_shape,
-                 d_z=m.d_z, base_filters=m.base_filters, d_x=m.d_x, d_y=m.d_y, prior=m.prior)
+                 d_z=m.d_z, base_filters=m.base_filters, d_x=m.d_x, d_y=m.d_y, prior=m.prior,
+                 noise_channels=m.noise_channels)
     if world == 1:  # ~10% faster convolutions on CPU (bench/); DDP buckets want contiguous grads
         model = model.to(memory_format=torch.channels_last)
     L = cfg.loss
@@ -299,7 +286,8 @@ def train(
                        lambda_base=L.lambda_base, lambda_ext=L.lambda_ext,
                        lambda_mass=L.lambda_mass, beta_kl=L.beta_kl,
                        warmup_epochs=L.warmup_epochs, free_bits=L.free_bits,
-                       conditional_prior=m.prior == "conditional")
+                       conditional_prior=m.prior == "conditional", recon=L.recon,
+                       lambda_prior_crps=L.lambda_prior_crps)
     task = CVAETask(model, loss_fn, ds, val_data, cfg, statics, land)
 
     run_id = None
@@ -317,11 +305,8 @@ def train(
     sampler = EpochSampler(len(train_data), seed=t.seed,
                            weights=heavy_weights(ds, split["train"], t.heavy_oversample),
                            rank=rank, world_size=world)
-    loop_cfg = LoopConfig(
-        epochs=t.epochs, lr=t.lr, output_dir=out, weight_decay=t.weight_decay,
-        grad_clip=t.grad_clip, amp=t.amp, checkpoint_interval=t.checkpoint_interval,
-        early_stopping_patience=t.early_stopping_patience, select_metric=t.select_metric,
-        max_batches_per_epoch=t.max_batches_per_epoch, seed=t.seed, device=t.device,
+    loop_cfg = LoopConfig.from_section(
+        t, out, amp=t.amp, select_metric=t.select_metric, seed=t.seed, device=t.device,
         best_name=CKPT_BEST, last_name=CKPT_LAST, epoch_name=CKPT_EPOCH, log_csv=LOG_CSV,
         summary=summary_line(t.epochs),
     )
@@ -345,6 +330,8 @@ def train(
     try:
         with run_ctx as active:
             task.run = active
+            if owner is not None and active is not None:
+                owner.set_run_id(active.run_id)
             if active is not None:
                 active.log_dataset(ds.root, ds.digest, name=ds.root.name, context="training",
                                    profile={"n_days": ds.n_days, "hr_shape": ds.hr_shape,
@@ -357,8 +344,7 @@ def train(
                 finish(active, result, ds, out, t.select_metric, register=register)
             return (active.run_id if active is not None else None), result
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        shutdown_distributed()
 
 
 def finish(run: tracking.Run, result: FitResult, ds: PreparedDataset, out: Path, select: str,
@@ -369,6 +355,10 @@ def finish(run: tracking.Run, result: FitResult, ds: PreparedDataset, out: Path,
     ``out`` and nothing enters the model registry.
     """
     best = result.best_path if result.best_path.exists() else result.last_path
+    written_by = str(load_checkpoint(best).get("run_id") or "")
+    if written_by != run.run_id:  # never log or register another run's checkpoint
+        raise RuntimeError(f"checkpoint {best} was written by run {written_by or '?'}, not by "
+                           f"this run {run.run_id}: not logging it")
     run.log_metrics({f"best_{select}": result.best_metric, "best_epoch": result.best_epoch})
     run.log_artifact(out / LOG_CSV, "logs")
     tracking.mark_output(out, run.run_id)
@@ -383,9 +373,10 @@ def finish(run: tracking.Run, result: FitResult, ds: PreparedDataset, out: Path,
         best, ds.root / "metadata" / "normalization.json", registered_name="cvae",
         example_input=np.asarray(ds.X_lr[:1], dtype=np.float32),
         default_params={"num_samples": 1, "mode": "prior", "temperature": 1.0, "seed": 0},
+        loader=open_generator,
     )
     print(
         f"train_cvae done{stopped}: best {select}={result.best_metric:.4f} at epoch "
         f"{result.best_epoch}; checkpoint {best}; registered model cvae version {version} "
-        f"(alias latest)\nMLflow run: {run.url}"
+        f"(@candidate)\nMLflow run: {run.url}"
     )

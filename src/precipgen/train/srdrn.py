@@ -20,8 +20,10 @@ from precipgen.config import SRDRNConfig
 from precipgen.data.datasets import DayDataset, EpochSampler, land_mask_tensor, statics_tensor
 from precipgen.data.store import PreparedDataset
 from precipgen.data.transforms import Normalization
-from precipgen.models.srdrn import SRDRN, SRDRNGenerator
-from precipgen.train.loop import FitResult, LoopConfig, StepOutput, fit, seed_everything
+from precipgen.models.checkpoint import load_checkpoint
+from precipgen.models.srdrn import SRDRN, SRDRNGenerator, load_srdrn
+from precipgen.train.distributed import seed_everything
+from precipgen.train.loop import FitResult, LoopConfig, StepOutput, fit
 
 
 class ArrayDayDataset(Dataset):
@@ -94,10 +96,13 @@ class Trained:
 
 def train_srdrn(ds: PreparedDataset, cfg: SRDRNConfig, seed: int, out_dir: Path,
                 extra: Dataset | None = None, run: Any = None,
-                device: torch.device | None = None) -> Trained:
-    """Train on the real training days (+ ``extra`` days). The budget is fixed by the *real*
-    training set: ``epochs`` x ``min(real batches, max_batches_per_epoch)`` optimiser steps
-    whatever ``extra`` adds, so two arms differ only in what their batches contain."""
+                device: torch.device | None = None,
+                sampler: torch.utils.data.Sampler | None = None) -> Trained:
+    """Train on the real training days (+ ``extra`` days, indexed after the real ones). The
+    budget is fixed by the *real* training set: ``epochs`` x ``min(real batches,
+    max_batches_per_epoch)`` optimiser steps whatever ``extra`` adds, so two arms differ only
+    in what their batches contain. ``sampler`` (over real + extra): how they are mixed;
+    default uniform over both."""
     device = device or torch.device("cpu")
     real = DayDataset(ds, ds.split["train"])
     data: Dataset = real if extra is None or len(extra) == 0 else ConcatDataset([real, extra])
@@ -108,13 +113,10 @@ def train_srdrn(ds: PreparedDataset, cfg: SRDRNConfig, seed: int, out_dir: Path,
     seed_everything(seed)  # same initial weights in both arms
     model = SRDRN(ds.n_channels, statics_tensor(ds), ds.lr_shape, cfg.filters, cfg.res_blocks)
     task = SRDRNTask(model, ds, bs, device)
-    loop = LoopConfig(epochs=cfg.epochs, lr=cfg.lr, output_dir=Path(out_dir), grad_clip=1.0,
-                      checkpoint_interval=0, select_metric="val_loss",
-                      max_batches_per_epoch=steps, seed=seed, device=device.type,
-                      best_name="checkpoints/srdrn_best.pt", last_name="checkpoints/srdrn_last.pt")
-    res = fit(task, data, EpochSampler(len(data), seed), bs, loop, run=run)
-    from precipgen.models import load_checkpoint
-    from precipgen.models.srdrn import load_srdrn
-
+    loop = LoopConfig.from_section(cfg, Path(out_dir), select_metric="val_loss", seed=seed,
+                                   device=device.type, best_name="checkpoints/srdrn_best.pt",
+                                   last_name="checkpoints/srdrn_last.pt")
+    loop.max_batches_per_epoch = steps  # the budget of the real set, whatever extra adds
+    res = fit(task, data, sampler or EpochSampler(len(data), seed), bs, loop, run=run)
     gen = load_srdrn(load_checkpoint(res.best_path), ds.normalization)
     return Trained(gen, res, len(data), steps)

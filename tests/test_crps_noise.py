@@ -1,0 +1,110 @@
+"""Noise at every decoder scale (issue 14): a zero-effect start, independent members after one
+CRPS step, the encoder untouched, chunk-exact members, the multi-scale / mm CRPS view."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from precipgen.data.transforms import Normalization
+from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
+from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
+from precipgen.scores.crps import chunked_crps_backward, crps_loss
+from precipgen.train.crps_view import CRPSView
+
+C, D, h, w, F = 3, 2, 3, 3, 4
+
+
+def model(grid: str = "coarse") -> SimpleVAE3D:
+    torch.manual_seed(0)
+    m = SimpleVAE3D(C, torch.randn(2, h * F, w * F), (h, w), base_filters=4, latent_channels=2)
+    m.enable_noise(3, grid)
+    m.freeze_encoder()
+    return m
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, C, D, h, w, generator=g), torch.randn(2, 1, D, h * F, w * F, generator=g)
+
+
+@pytest.mark.parametrize("grid", ["coarse", "global", "pixel"])
+def test_at_init_the_generative_decoder_equals_the_deterministic_one(grid):
+    net, (x, _) = model(grid), data()
+    with torch.no_grad():
+        det = net.forward_deterministic(x)
+        mu, _ = net.encode(x)
+        g = torch.Generator().manual_seed(5)
+        B = len(x)
+        # every decoder noise input at full strength: the seed's channels and the FiLM noise
+        gen = net.decode(mu, torch.randn(B, net.noise_channels, D, h, w, generator=g),
+                         torch.randn(B, 1, D, h * F, w * F, generator=g),
+                         net._draw_cond_noise(g, B, D, mu))
+    torch.testing.assert_close(gen, det, rtol=0, atol=0)
+    assert len(net.film) == len(net.decoder_blocks()) == 3 + len(net.up_scales) - 1 + 1
+
+
+@pytest.mark.parametrize("grid", ["coarse", "pixel"])
+def test_members_differ_after_one_step_and_the_encoder_is_unchanged(grid):
+    net, (x, y) = model(grid), data()
+    net.train()
+    with torch.no_grad():
+        mu, logvar = net.encode(x)
+    logvar = torch.full_like(logvar, -12.0)  # no latent spread: all spread must come from xi
+    enc = [p.detach().clone() for p in net.encoder_parameters()]
+    opt = torch.optim.AdamW(net.get_trainable_parameters(), lr=1e-2)
+    chunked_crps_backward(lambda s, e: net.decode_members(mu, logvar, s, e, seed=3), 6, 2, y,
+                          None, "almost_fair", 0.95)
+    assert all(float(f.weight.grad.abs().sum()) > 0 for f in net.film)
+    opt.step()
+    with torch.no_grad():
+        ens = net.decode_members(mu, logvar, 0, 6, seed=9)
+    assert float(ens.var(dim=0).mean()) > 1e-6
+    assert not torch.allclose(ens[0], ens[1])
+    for a, b in zip(enc, net.encoder_parameters()):
+        assert torch.equal(a, b)
+
+
+def test_members_are_chunk_independent_and_checkpoint_round_trips(tmp_path):
+    net, (x, _) = model("pixel"), data()
+    with torch.no_grad():
+        for f in net.film:
+            f.weight.normal_(0, 0.3)
+        a = net.generate_multiple_outputs(x, 5, seed=2)
+        b = net.generate_multiple_outputs(x, 5, seed=2, chunk_size=2)
+    torch.testing.assert_close(a, b)
+    norm = Normalization(0.5, 1.0, ["pr", "a", "b"], [True, False, False], [0.0] * 3, [1.0] * 3)
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, {"kind": "vae3d", "model_state_dict": net.state_dict(),
+                           **checkpoint_extra(net, torch.ones(h * F, w * F, dtype=torch.bool),
+                                              norm, D)})
+    again = build_from_checkpoint(load_checkpoint(path))
+    with torch.no_grad():
+        torch.testing.assert_close(again.generate_multiple_outputs(x, 5, seed=2), a)
+
+
+def test_multiscale_view_weights_every_scale_equally_and_keeps_the_plain_loss():
+    g = torch.Generator().manual_seed(0)
+    land = torch.ones(8, 8, dtype=torch.bool)
+    land[:, :2] = False
+    norm = Normalization(0.5, 1.0, ["pr"], [True], [0.0], [1.0])
+    ens, obs = torch.randn(4, 2, 1, 3, 8, 8, generator=g), torch.randn(2, 1, 3, 8, 8, generator=g)
+    one = CRPSView(land, [1], "model", norm)
+    assert one.plain
+    torch.testing.assert_close(crps_loss(one(ens), one(obs)), crps_loss(ens, obs, land))
+    multi = CRPSView(land, [1, 2, 4], "model", norm)
+    want = sum(crps_loss(CRPSView(land, [k], "model", norm)(ens),
+                         CRPSView(land, [k], "model", norm)(obs)) for k in (1, 2, 4)) / 3
+    torch.testing.assert_close(crps_loss(multi(ens), multi(obs)), want)
+    mm = CRPSView(land, [1], "mm", norm)
+    torch.testing.assert_close(mm(obs), norm.to_physical(obs)[..., land])
+
+
+def test_short_series_get_a_smaller_batch_or_a_clear_error(capsys):
+    from precipgen.train.vae3d import window_batch_size
+
+    assert window_batch_size(100, 8, 4, "pretrain_vae") == 8
+    assert window_batch_size(7, 8, 4, "pretrain_vae") == 7
+    assert "only 7 training windows" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no training window of 4 consecutive"):
+        window_batch_size(0, 8, 4, "finetune_crps")
