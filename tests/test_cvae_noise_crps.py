@@ -82,3 +82,26 @@ def test_crps_recon_rewards_spread_that_matches_the_error():
     assert float(b["L_rec"]) < float(a["L_rec"])
     assert float(a["L_rec"]) == pytest.approx(1.0)  # one member value: CRPS = MAE
     assert np.isfinite(float(b["loss"]))
+
+
+def test_extreme_crps_term_penalises_members_wet_where_it_was_dry():
+    """The CRPS extreme term is threshold-weighted (proper): members that put heavy rain on
+    pixels that stayed dry cost more than members that match the day. Weighting pixels by the
+    *observed* value cannot see them at all (and so trained the cVAE wet, issue 13)."""
+    land = torch.ones(8, 8, dtype=torch.bool)
+    n = norm()
+    p95_mm = 20.0
+    t = n.threshold_to_model(p95_mm)
+    y = torch.full((2, 1, 8, 8), n.threshold_to_model(0.0))
+    y[:, :, :4] = t + 1.0  # heavy rain on the top half, dry below
+    match = y.expand(4, -1, -1, -1, -1).clone()
+    wet_everywhere = match.clone()
+    wet_everywhere[..., 4:, :] = t + 1.0
+    lf = CVAELoss(n, p95_mm, land, lambda_base=0.0, lambda_ext=1.0, recon="crps", warmup_epochs=0)
+    mu = lv = torch.zeros(2, 3)
+
+    def ext(ens: torch.Tensor) -> float:
+        return float(lf(ens.mean(0), y, mu, lv, None, None, 1, post_ens=ens)["L_rec"])
+
+    assert ext(match) == pytest.approx(0.0, abs=1e-6)
+    assert ext(wet_everywhere) > 0.1

@@ -6,7 +6,8 @@ validation, checkpoint contents), heavy-day oversampling, figures and the MLflow
 Metrics per epoch (MLflow + ``logs/train_log.csv``): ``train_loss``, ``val_loss``, ``val_L_rec``
 and ``val_KL`` are loss terms (model space; KL in nats per day); ``val_MAE_all``,
 ``val_MAE_tail`` (pixels >= P95), ``val_RMSE_all`` and ``val_CRPS`` (8 samples from X alone) are
-in mm over land pixels; ``val_mass_bias`` is the signed relative land-total bias;
+in mm over land pixels; ``val_mass_bias`` is the signed relative land-total bias of the reconstructions,
+``val_mass_bias_prior`` that of the members from X alone (what sampling and evaluation use);
 ``beta`` and ``lr`` are the schedule values.
 """
 
@@ -113,7 +114,7 @@ class CVAETask:
         loader = torch.utils.data.DataLoader(self.val_data, batch_size=t.batch_size, shuffle=False)
         cap = t.max_batches_per_epoch
         acc = dict.fromkeys(("n_days", "loss", "L_rec", "KL", "abs", "sq", "n_pix", "tail_abs",
-                             "tail_n", "mass_pred", "mass_true", "crps"), 0.0)
+                             "tail_n", "mass_pred", "mass_true", "mass_prior", "crps"), 0.0)
         for i, batch in enumerate(loader):
             if cap > 0 and i >= cap:
                 break
@@ -136,6 +137,7 @@ class CVAETask:
             acc["mass_true"] += float(obs.sum())
             ens = self.norm.to_physical(model.sample(x, s, t.val_samples, "prior", generator=g))
             acc["crps"] += float(crps_ensemble(ens[..., land], obs, kind="fair").sum())
+            acc["mass_prior"] += float(ens[..., land].mean(dim=0).sum())
         n, npix = max(acc["n_days"], 1), max(acc["n_pix"], 1)
         return {
             "val_loss": acc["loss"] / n,
@@ -145,6 +147,7 @@ class CVAETask:
             "val_MAE_tail": acc["tail_abs"] / acc["tail_n"] if acc["tail_n"] else float("nan"),
             "val_RMSE_all": (acc["sq"] / npix) ** 0.5,
             "val_mass_bias": (acc["mass_pred"] - acc["mass_true"]) / max(acc["mass_true"], 1e-9),
+            "val_mass_bias_prior": (acc["mass_prior"] - acc["mass_true"]) / max(acc["mass_true"], 1e-9),
             "val_CRPS": acc["crps"] / npix,
             "beta": self.loss_fn.beta(epoch),
         }

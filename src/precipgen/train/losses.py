@@ -12,7 +12,7 @@ The cVAE loss: ``L_total = L_rec + lambda_mass * L_mass + beta * L_KL``.
 - ``beta`` rises linearly from 0 (epoch 1) to ``beta_kl`` (epoch ``warmup_epochs + 1``).
 - Sample-based terms (issue 13: a mean-seeking loss under-disperses the samples):
   ``recon="crps"`` replaces the MAEs of ``L_rec`` by fair CRPS of several posterior samples
-  (all pixels, and pixels >= P95 for the extreme term); ``lambda_prior_crps`` adds the fair
+  (all pixels) and, for the extreme term, their threshold-weighted CRPS above P95 (proper); ``lambda_prior_crps`` adds the fair
   CRPS of several draws from the prior p(z | X, S) -- what sampling from X alone uses.
   Both in model space.
 - Every term is taken over land pixels only.
@@ -94,7 +94,12 @@ class CVAELoss:
             if post_ens is None:
                 raise ValueError("loss.recon='crps' needs posterior samples (post_ens)")
             c = crps_ensemble(post_ens, y, kind="fair")
-            l_rec = self.lambda_base * masked_mean(c, land) + self.lambda_ext * masked_mean(c, tail)
+            # The extreme term is the threshold-weighted CRPS (chaining v(x) = max(x, P95), over
+            # all land pixels): proper, unlike the CRPS over pixels where the *observed* value is
+            # >= P95, which rewards members that are wet everywhere (issue 13's mass bias).
+            t = self.p95_model
+            c_tw = crps_ensemble(post_ens.clamp_min(t), y.clamp_min(t), kind="fair")
+            l_rec = self.lambda_base * masked_mean(c, land) + self.lambda_ext * masked_mean(c_tw, land)
         else:
             l_rec = self.lambda_base * mae_all + self.lambda_ext * mae_ext
 
