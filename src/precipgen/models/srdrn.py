@@ -9,7 +9,7 @@ precipitation and temperature downscaling"), in PyTorch.
       -> statics (K, H, W) concatenated at full resolution -> conv 3x3 -> y (B, 1, H, W)
 
 Output in model space (log1p + z-score, :mod:`precipgen.data.transforms`); the generator at
-the bottom turns a checkpoint into physical units for :func:`precipgen.models.load_generator`.
+the bottom turns a checkpoint into physical units for :func:`precipgen.models.registry.open_generator`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from precipgen.tuning.study import Settings, default_storage, run_study
 
 
 def _opt(tp: type) -> Callable[[str], Any]:
-    """:func:`precipgen.cli.opt`, except that "none" is a value here (``--pruner none``)."""
+    """:func:`precipgen.steps.flags.opt`, except that "none" is a value here (``--pruner none``)."""
     base = opt(tp)
 
     def parse(s: str) -> Any:
