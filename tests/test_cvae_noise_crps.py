@@ -105,3 +105,33 @@ def test_extreme_crps_term_penalises_members_wet_where_it_was_dry():
 
     assert ext(match) == pytest.approx(0.0, abs=1e-6)
     assert ext(wet_everywhere) > 0.1
+
+
+def test_pooled_crps_penalises_pixel_noise_that_the_pixel_crps_cannot_see():
+    """Two prior ensembles with the same per-pixel marginals: independent pixel noise and
+    coherent whole-field shifts. The pixel CRPS scores them alike; the pooled (multi-scale) CRPS
+    prefers the coherent one when the truth is coherent (issue 13's spectral excess)."""
+    g = torch.Generator().manual_seed(0)
+    land = torch.ones(8, 8, dtype=torch.bool)
+    m, days = 16, 64
+    shift = torch.randn(1 + m, days, 1, 1, 1, generator=g)  # one value per field
+    y = shift[0].expand(days, 1, 8, 8).contiguous()
+    coherent = shift[1:].expand(m, days, 1, 8, 8).contiguous()
+    noisy = torch.randn(m, days, 1, 8, 8, generator=g)
+    mu = lv = torch.zeros(days, 2)
+
+    def crps_prior(ens: torch.Tensor, **kw) -> float:
+        lf = CVAELoss(norm(), 1.0, land, lambda_prior_crps=1.0, lambda_mass=0.0, beta_kl=0.0, **kw)
+        return float(lf(y, y, mu, lv, None, None, 1, prior_ens=ens)["CRPS_prior"])
+
+    pixel = crps_prior(noisy) / crps_prior(coherent)
+    pooled = (crps_prior(noisy, crps_scales=(1, 2, 4)) /
+              crps_prior(coherent, crps_scales=(1, 2, 4)))
+    assert abs(pixel - 1) < 0.1
+    assert pooled > pixel + 0.05
+    mm = crps_prior(coherent, crps_space="mm")  # scored on expm1 of the fields: another number
+    assert mm > 0 and abs(mm - crps_prior(coherent)) > 1e-3
+    from precipgen.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="loss.crps_space"):
+        load_config(None, ["loss.crps_space=log"])

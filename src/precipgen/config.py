@@ -62,6 +62,10 @@ class LossConfig:
     recon: str = "mae"  # mae (posterior mean sample) | crps (crps_samples posterior samples)
     lambda_prior_crps: float = 0.0  # weight of the CRPS of crps_samples draws from the prior
     crps_samples: int = 4  # members per input for the sample-based terms (>= 2)
+    # What the sample-based CRPS terms score (as finetune.crps_*): model space (log1p z-score)
+    # or mm, on pixels and on fields average-pooled over k x k (penalises pixel noise).
+    crps_space: str = "model"
+    crps_scales: list[int] = field(default_factory=lambda: [1])
 
 
 @dataclass
@@ -376,6 +380,7 @@ def validate(cfg: Config) -> None:
         "finetune.crps_kind": (cfg.finetune.crps_kind, {"fair", "standard", "almost_fair"}),
         "finetune.noise_grid": (cfg.finetune.noise_grid, {"coarse", "global", "pixel"}),
         "finetune.crps_space": (cfg.finetune.crps_space, {"model", "mm"}),
+        "loss.crps_space": (cfg.loss.crps_space, {"model", "mm"}),
         "train.device": (cfg.train.device, {"auto", "cpu", "cuda"}),
     }
     for key, (value, allowed) in choices.items():

@@ -290,7 +290,8 @@ def _train(cfg: Config, out: Path, owner: OutputClaim | None, *, resume: bool,
                        lambda_mass=L.lambda_mass, beta_kl=L.beta_kl,
                        warmup_epochs=L.warmup_epochs, free_bits=L.free_bits,
                        conditional_prior=m.prior == "conditional", recon=L.recon,
-                       lambda_prior_crps=L.lambda_prior_crps)
+                       lambda_prior_crps=L.lambda_prior_crps, crps_space=L.crps_space,
+                       crps_scales=tuple(L.crps_scales))
     task = CVAETask(model, loss_fn, ds, val_data, cfg, statics, land)
 
     run_id = None

@@ -14,7 +14,10 @@ The cVAE loss: ``L_total = L_rec + lambda_mass * L_mass + beta * L_KL``.
   ``recon="crps"`` replaces the MAEs of ``L_rec`` by fair CRPS of several posterior samples
   (all pixels) and, for the extreme term, their threshold-weighted CRPS above P95 (proper); ``lambda_prior_crps`` adds the fair
   CRPS of several draws from the prior p(z | X, S) -- what sampling from X alone uses.
-  Both in model space.
+  Both score ``crps_space`` (model space, or mm: symmetric member noise in log space is a wet
+  bias in mm) on the land pixels and, with ``crps_scales``, on average-pooled fields too (the
+  pixel CRPS alone cannot tell pixel noise from coherent structure: issue 13's spectral excess);
+  see :mod:`precipgen.train.crps_view`.
 - Every term is taken over land pixels only.
 """
 
@@ -27,6 +30,7 @@ from torch import Tensor
 
 from precipgen.data.transforms import Normalization
 from precipgen.scores.crps import crps_ensemble
+from precipgen.train.crps_view import CRPSView
 
 
 def kl_per_dim(mu: Tensor, logvar: Tensor, prior_mu: Tensor | None = None,
@@ -70,9 +74,20 @@ class CVAELoss:
     conditional_prior: bool = False
     recon: str = "mae"
     lambda_prior_crps: float = 0.0
+    crps_space: str = "model"
+    crps_scales: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         self.p95_model = self.norm.threshold_to_model(self.p95_mm)
+        self._views: dict[torch.device, CRPSView] = {}
+
+    def _ens_crps(self, ens: Tensor, y: Tensor) -> Tensor:
+        """Mean fair CRPS of ``(m, B, 1, H, W)`` members against ``y`` in the scored view."""
+        view = self._views.get(y.device)
+        if view is None:
+            view = self._views[y.device] = CRPSView(self.land.to(y.device), list(self.crps_scales),
+                                                    self.crps_space, self.norm)
+        return crps_ensemble(view(ens), view(y), kind="fair").mean()
 
     def beta(self, epoch: int) -> float:
         return beta_schedule(epoch, self.beta_kl, self.warmup_epochs)
@@ -93,13 +108,16 @@ class CVAELoss:
         if self.recon == "crps":
             if post_ens is None:
                 raise ValueError("loss.recon='crps' needs posterior samples (post_ens)")
-            c = crps_ensemble(post_ens, y, kind="fair")
             # The extreme term is the threshold-weighted CRPS (chaining v(x) = max(x, P95), over
             # all land pixels): proper, unlike the CRPS over pixels where the *observed* value is
             # >= P95, which rewards members that are wet everywhere (issue 13's mass bias).
-            t = self.p95_model
-            c_tw = crps_ensemble(post_ens.clamp_min(t), y.clamp_min(t), kind="fair")
-            l_rec = self.lambda_base * masked_mean(c, land) + self.lambda_ext * masked_mean(c_tw, land)
+            if self.crps_space == "mm":
+                ens_t, y_t, t = self.norm.to_physical(post_ens), self.norm.to_physical(y), self.p95_mm
+            else:
+                ens_t, y_t, t = post_ens, y, self.p95_model
+            c_tw = crps_ensemble(ens_t.clamp_min(t), y_t.clamp_min(t), kind="fair")
+            l_rec = (self.lambda_base * self._ens_crps(post_ens, y)
+                     + self.lambda_ext * masked_mean(c_tw, land))
         else:
             l_rec = self.lambda_base * mae_all + self.lambda_ext * mae_ext
 
@@ -120,10 +138,9 @@ class CVAELoss:
         if self.lambda_prior_crps > 0:
             if prior_ens is None:
                 raise ValueError("loss.lambda_prior_crps > 0 needs samples from the prior (prior_ens)")
-            c = crps_ensemble(prior_ens, y, kind="fair")
-            # all land pixels only: weighting pixels by the *observed* value (as MAE_extreme
+            # all land pixels alike: weighting pixels by the *observed* value (as MAE_extreme
             # does) is improper and would push the prior's samples wet
-            crps_prior = masked_mean(c, land)
+            crps_prior = self._ens_crps(prior_ens, y)
             total = total + self.lambda_prior_crps * crps_prior
         return {"loss": total, "L_rec": l_rec, "MAE_all": mae_all, "MAE_extreme": mae_ext,
                 "L_mass": l_mass, "KL": kl, "CRPS_prior": crps_prior, "beta": torch.tensor(beta)}
