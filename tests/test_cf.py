@@ -47,6 +47,9 @@ def test_samples_nc_is_cf_and_holds_the_samples(tmp_path: Path):
         assert p.dims == ("realization", "time", "y", "x")
         assert p.attrs["units"] == "mm day-1" and p.attrs["standard_name"] == "lwe_precipitation_rate"
         assert p.attrs["cell_methods"] == "time: mean" and {"lat", "lon"} <= set(p.coords)
+        assert p.encoding.get("grid_mapping", p.attrs.get("grid_mapping")) == "crs"
+        assert nc["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
+        assert nc.attrs["title"] and "written by precipgen" in nc.attrs["history"]
         assert nc["source_day"].values.tolist() == [3, 7, 9]
         assert "calendar" in nc["time"].attrs["comment"] or nc["time"].encoding.get("units")
         assert nc["tas"].attrs["units"] == "K" and nc["tas"].dims == ("time", "y_lr", "x_lr")
@@ -84,6 +87,8 @@ def test_ensemble_nc_is_cf(tmp_path: Path):
     with xr.open_dataset(path) as nc:
         assert nc["generative_members"].dims == ("realization", "time", "y", "x")
         assert nc["truth"].attrs["units"] == "mm h-1"
+        for var in ("truth", "deterministic", "generative_members", "cvae_members"):
+            assert nc[var].encoding.get("grid_mapping", nc[var].attrs.get("grid_mapping")) == "crs"
         assert np.allclose(nc["generative_members"].values[2, 1][grid.land],
                            members["generative"][2, 1][grid.land])
         assert "hours since" in nc["time"].attrs.get("units", "") or \
@@ -110,3 +115,15 @@ def test_time_without_calendar_is_a_documented_index(units: str):
     assert values.tolist() == [0.0, 5.0] and enc == {}
     assert attrs["units"].startswith("days since" if units == "mm/day" else "hours since")
     assert "no calendar" in attrs["comment"]
+
+
+def test_without_lat_lon_no_grid_mapping_is_claimed(tmp_path: Path):
+    grid = cf.Grid("mm/day", np.ones((H, W), dtype=bool), NAMES, UNITS)
+    path = tmp_path / "ensemble.nc"
+    rng = np.random.default_rng(3)
+    cf.write_ensemble(path, grid, np.arange(2), rng.random((2, H, W)),
+                      {"generative": rng.random((2, 2, H, W))}, None, "t", {})
+    with xr.open_dataset(path) as nc:
+        assert "crs" not in nc.variables and "grid_mapping" not in nc["truth"].attrs
+        assert "grid_mapping" not in nc["truth"].encoding
+    assert cf_failures(path) == []

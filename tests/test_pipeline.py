@@ -89,6 +89,7 @@ def test_main_on_your_own_netcdf_data_then_on_the_prepared_dir(fresh_server: str
     rep = reports / "evaluate-tiny-radar"
     ev = json.loads((rep / "evaluation.json").read_text())
     assert ev["header"]["units"] == "mm/h"
+    assert ev["header"]["split"].endswith(" samples)")  # hourly tiles are samples, not days
     assert "oracle_CRPS" not in ev["metrics"] and "gen_CRPS" in ev["metrics"]
     with xr.open_dataset(rep / "ensemble.nc") as nc:
         assert nc["truth"].attrs["units"] == "mm h-1"

@@ -111,3 +111,18 @@ def test_nested_run_under_mlflow_run_id_is_a_new_child(sqlite_tracking, monkeypa
     assert runs[parent_id].data.tags["precipgen.entry_point"] == "evaluate"
     assert runs[child.run_id].data.tags["mlflow.parentRunId"] == parent_id
     assert runs[child.run_id].data.tags["precipgen.entry_point"] == "augmentation_real"
+
+
+def test_promote_sets_champion_on_the_versions_of_that_run_only(sqlite_tracking):
+    """evaluate's `champion`: the versions the passing run registered, not a later candidate."""
+    client = MlflowClient(sqlite_tracking)
+    exp = client.create_experiment("promote")
+    good, later = (client.create_run(exp).info.run_id for _ in range(2))
+    client.create_registered_model("vae3d-crps")
+    v1 = client.create_model_version("vae3d-crps", f"runs:/{good}/model", run_id=good)
+    v2 = client.create_model_version("vae3d-crps", f"runs:/{later}/model", run_id=later)
+    client.set_registered_model_alias("vae3d-crps", "candidate", v2.version)
+    assert tracking.promote(good, "champion") == [f"vae3d-crps v{v1.version}"]
+    assert client.get_model_version_by_alias("vae3d-crps", "champion").version == v1.version
+    assert client.get_model_version_by_alias("vae3d-crps", "candidate").version == v2.version
+    assert tracking.promote(client.create_run(exp).info.run_id) == []  # registered nothing

@@ -457,8 +457,9 @@ with contextlib.redirect_stderr(io.StringIO()):
         reference to an importable function, not as code.
 
         The contract (also in each registered version's description): ``model_input`` is
-        low-res predictors in physical units, ``(N, C, h, w)`` float32 or float64 (or a
-        DataFrame with an ``X_lr`` column of nested lists); ``params`` (num_samples, mode,
+        low-res predictors in physical units, an array ``(N, C, h, w)``, float32 or float64
+        (the registered tensor schema takes arrays; a DataFrame is refused by MLflow's schema
+        check before it gets here); ``params`` (num_samples, mode,
         temperature, seed; an unknown name is refused); the output is batch-first
         ``(N, num_samples, 1, H, W)`` float32 precipitation in the dataset's units.
         """
@@ -481,7 +482,7 @@ def batch_first(generator: Any, model_input: Any, params: dict[str, Any] | None)
     """The pyfunc contract around ``generator.predict`` (ensemble-first): any float input,
     output ``(N, samples, 1, H, W)``."""
     x = model_input
-    if hasattr(x, "columns"):
+    if hasattr(x, "columns"):  # only reachable without the schema (python_model called directly)
         if "X_lr" not in x.columns:
             raise ValueError(f"a DataFrame input needs an 'X_lr' column (got {list(x.columns)})")
         x = np.stack([np.asarray(v, dtype=np.float32) for v in x["X_lr"]])

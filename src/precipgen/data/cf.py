@@ -4,7 +4,8 @@ Every file carries ``Conventions``, ``title``, ``history``, ``source`` (the run 
 units (``mm day-1``, ``mm h-1``), ``standard_name`` and ``cell_methods``; fields have dims
 ``(time, [realization,] y, x)`` (or ``sample`` with ``time`` as an auxiliary coordinate where
 several tiles share a time), sea pixels are missing (``_FillValue``), 2-D ``lat``/``lon`` are
-auxiliary coordinates where the input had them, predictors are one variable per channel with
+auxiliary coordinates where the input had them, with a ``crs`` grid mapping (WGS 84
+latitude_longitude) that every field names in ``grid_mapping``, predictors are one variable per channel with
 their own units, and everything is zlib-compressed.
 
 Where the input has no calendar (the synthetic generator), ``time`` is the sample index counted
@@ -95,6 +96,24 @@ def grid_coords(hr_shape: Sequence[int], lr_shape: Sequence[int] | None,
         coords["lon"] = (("y", "x"), np.asarray(lon, dtype=np.float32),
                          {"standard_name": "longitude", "units": "degrees_east"})
     return coords
+
+
+CRS_ATTRS: dict[str, Any] = {  # lat/lon of the input are taken as WGS 84 geographic coordinates
+    "grid_mapping_name": "latitude_longitude", "longitude_of_prime_meridian": 0.0,
+    "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563,
+    "crs_wkt": ('GEOGCRS["WGS 84",DATUM["World Geodetic System 1984",ELLIPSOID["WGS 84",'
+                '6378137,298.257223563]],CS[ellipsoidal,2],AXIS["latitude",north],'
+                'AXIS["longitude",east],ANGLEUNIT["degree",0.0174532925199433],ID["EPSG",4326]]'),
+}
+
+
+def georeference(has_latlon: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    """The attributes every field carries and the ``crs`` variable, where the input had
+    lat/lon: ``coordinates = "lat lon"`` and ``grid_mapping = "crs"`` (CF 5.6); else none."""
+    if not has_latlon:
+        return {}, {}
+    return ({"coordinates": "lat lon", "grid_mapping": "crs"},
+            {"crs": ((), np.int32(0), dict(CRS_ATTRS))})
 
 
 def predictor_variables(X: np.ndarray, names: Sequence[str], units: Sequence[str | None],
@@ -220,13 +239,11 @@ def write_samples(path: Path, grid: Grid, Y: np.ndarray, X: np.ndarray, day: np.
                               "long_name": "sample number k of the source day"})
     coords["source_day"] = (dim, days, {"long_name": "index of the source (real) sample in the "
                                                       "prepared dataset", "units": "1"})
-    aux = "lat lon" if grid.lat is not None else None
+    aux, crs = georeference(grid.lat is not None)
     precip = {**precip_attrs(grid.units, "synthetic precipitation (cVAE sample)"),
-              "comment": "missing members were rejected by the quality gate (manifest.csv)"}
-    if aux:
-        precip["coordinates"] = aux
+              "comment": "missing members were rejected by the quality gate (manifest.csv)", **aux}
     data_vars: dict[str, Any] = {"precip": (("realization", dim, "y", "x"), field, precip),
-                                 "land_sea_mask": land_variable(grid.land)}
+                                 "land_sea_mask": land_variable(grid.land), **crs}
     data_vars.update(predictor_variables(x_days, grid.channel_names, grid.channel_units, dim,
                                          set(data_vars) | set(coords)))
     write(path, data_vars, coords,
@@ -246,11 +263,11 @@ def write_ensemble(path: Path, grid: Grid, days: np.ndarray, truth: np.ndarray,
     m = max((len(v) for v in members.values()), default=1)
     coords["realization"] = ("realization", np.arange(m, dtype=np.int32),
                              {"standard_name": "realization", "units": "1"})
-    aux = {"coordinates": "lat lon"} if grid.lat is not None else {}
+    aux, crs = georeference(grid.lat is not None)
     data_vars: dict[str, Any] = {
         "truth": ((dim, "y", "x"), masked(truth, grid.land),
                   {**precip_attrs(grid.units, "observed precipitation (truth)"), **aux}),
-        "land_sea_mask": land_variable(grid.land),
+        "land_sea_mask": land_variable(grid.land), **crs,
     }
     if deterministic is not None:
         data_vars["deterministic"] = ((dim, "y", "x"), masked(deterministic, grid.land),

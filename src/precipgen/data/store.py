@@ -161,6 +161,13 @@ class PreparedDataset:
         return [units[i] if i < len(units) else None for i in range(len(self.channel_names))]
 
     @cached_property
+    def sample_word(self) -> str:
+        """What one sample is called in messages, reports and figures: "day" for daily data
+        (and data without a known step), else "sample" (hourly radar tiles are no days)."""
+        step = self.samples.step
+        return "day" if step is None or step == np.timedelta64(1, "D") else "sample"
+
+    @cached_property
     def split(self) -> dict[str, np.ndarray]:
         s = self.meta("split.json")
         return {k: np.asarray(s[k], dtype=np.int64) for k in ("train", "val", "test")}

@@ -202,8 +202,9 @@ def build_figures(ev: dict[str, Any], ds: PreparedDataset, days: np.ndarray,
     return [
         ReportFigure("heavy_days", "Truth vs deterministic vs four generative members",
                      pe.heavy_days([int(days[i]) for i in pos], ev["truth"][pos], ev["det"][pos],
-                                   members, land, units),
-                     "Three heavy days of the split (topped up with the wettest), one colour scale."),
+                                   members, land, units, ds.sample_word),
+                     f"Three heavy {ds.sample_word}s of the split (topped up with the wettest), "
+                     "one colour scale."),
         ReportFigure("std_map", "Ensemble standard deviation (generative, mean over days)",
                      pe.std_map(ens.std(axis=0, ddof=1).mean(axis=0), land, units,
                                 "generative ensemble std, mean over days")),

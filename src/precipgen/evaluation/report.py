@@ -219,7 +219,7 @@ def write_evaluation(r: Any, report_dir: Path, run_name: str, models: dict[str, 
     """The evaluation's report directory (report.md/.html, evaluation.json, figures), logged
     to run ``r`` under ``report/``."""
     header: dict[str, Any] = {"MLflow run": f"{run_name} ({r.run_id})", "dataset": str(ds.root),
-                              "split": f"{split} ({len(days)} days)",
+                              "split": f"{split} ({len(days)} {ds.sample_word}s)",
                               "ensemble members": m, "seed": seed,
                               "units": ds.normalization.units,
                               "P95 / P99": f"{ev['thresholds']['P95']:.3f} / "

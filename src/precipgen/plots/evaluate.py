@@ -23,8 +23,9 @@ def _label(p: str) -> str:
 
 @styled
 def heavy_days(days: Sequence[int], truth: np.ndarray, det: np.ndarray, members: np.ndarray,
-               land: np.ndarray, units: str) -> Figure:
-    """Rows: days; columns: truth, deterministic, four members. One colour scale (mm).
+               land: np.ndarray, units: str, word: str = "day") -> Figure:
+    """Rows: days (``word``: "sample" for sub-daily data); columns: truth, deterministic, four
+    members. One colour scale.
     ``truth``/``det`` (D, H, W), ``members`` (4, D, H, W)."""
     n, k = len(days), members.shape[0]
     cols = 2 + k
@@ -44,7 +45,7 @@ def heavy_days(days: Sequence[int], truth: np.ndarray, det: np.ndarray, members:
                            interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"day {day}: {title}" if c == 0 else title, fontsize=8)
+            ax.set_title(f"{word} {day}: {title}" if c == 0 else title, fontsize=8)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label=f"precipitation ({units})")
     return fig

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(metrics, found, notes, ds.normalization.units)
         if champion:
             print(f"alias champion set on {', '.join(champion)} (success indicators pass)")
-        print(f"evaluate: {len(days)} {args.split} days, m={m}: CRPS deterministic "
+        print(f"evaluate: {len(days)} {args.split} {ds.sample_word}s, m={m}: CRPS deterministic "
               f"{metrics['det_CRPS']:.4f} vs generative {metrics['gen_CRPS']:.4f} "
               f"{ds.normalization.units} ({metrics['crps_improvement_pct']:.1f}%), spread-skill "
               f"{metrics['gen_spread_skill']:.2f}; {verdict.summary_line(found)}; report "

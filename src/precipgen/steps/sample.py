@@ -158,7 +158,7 @@ def _sample(cfg: Any, ds: PreparedDataset, data: tracking.Resolved, model: Any, 
                 )
                 tracking.mark_output(tmp_aug, run.run_id)
         log_results(run, res, out, aug, aug_info, st)
-        print(summary_line(res, len(days), st, out, aug, aug_info, run.url))
+        print(summary_line(res, len(days), st, out, aug, aug_info, run.url, ds.sample_word))
     return 0
 
 
@@ -196,14 +196,14 @@ def log_results(run: tracking.Run, res: SynthResult, out: Path, aug: Path | None
 
 
 def summary_line(res: SynthResult, n_days: int, st: SampleSettings, out: Path, aug: Path | None,
-                 aug_info: dict[str, Any] | None, url: str) -> str:
+                 aug_info: dict[str, Any] | None, url: str, word: str = "day") -> str:
     n = len(res.stats)
     rate = n / max(res.generation_seconds, 1e-9)
     aug_txt = (f"; augmented set {aug} ({aug_info['n_real']} real + {aug_info['n_synthetic']} "
-               f"synthetic days)" if aug is not None and aug_info else "")
+               f"synthetic {word}s)" if aug is not None and aug_info else "")
     failed = gate_summary(summarize(res.stats))
     none = " -- NO sample accepted" if res.n_accepted == 0 else ""
     return (f"sample done: {res.n_accepted}/{n} samples accepted{none} ({n - res.n_accepted} "
             f"rejected; failed gates: {failed}; min_threshold={st.min_threshold:g}) from {n_days} "
-            f"days, {st.mode} T={st.temperature:g} K={st.K}, {rate:.1f} samples/s -> {out}"
+            f"{word}s, {st.mode} T={st.temperature:g} K={st.K}, {rate:.1f} samples/s -> {out}"
             f"{aug_txt} | MLflow run: {url}")
