@@ -110,6 +110,22 @@ def test_early_stopping(tmp_path: Path) -> None:
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
 
 
+def test_lr_decays_on_a_plateau_and_a_resumed_run_keeps_it(tmp_path: Path) -> None:
+    worse = {1: 1.0, 2: 2.0, 3: 3.0, 4: 0.5, 5: 4.0, 6: 5.0}  # plateaus at 2-3, 5-6
+    res, _ = train(tmp_path / "a", ToyTask(val_metric=worse.get), select_metric="val_other",
+                   epochs=6, lr_decay_patience=2, lr_decay_factor=0.5)
+    # the lr of an epoch is the one it trained with; each decay shows from the next epoch on
+    assert [h["lr"] for h in res.history] == pytest.approx([0.05, 0.05, 0.05, 0.025, 0.025, 0.025])
+    assert load_checkpoint(res.last_path)["optimizer_state_dict"]["param_groups"][0]["lr"] == \
+        pytest.approx(0.0125)
+    train(tmp_path / "b", ToyTask(val_metric=worse.get), select_metric="val_other", epochs=3,
+          lr_decay_patience=2, lr_decay_factor=0.5)
+    resumed, _ = train(tmp_path / "b", ToyTask(val_metric=worse.get), resume=True,
+                       select_metric="val_other", epochs=6, lr_decay_patience=2,
+                       lr_decay_factor=0.5)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in res.history]
+
+
 def test_nan_loss_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1.*last good checkpoint"):
         train(tmp_path, ToyTask(nan_at=(2, 1)))

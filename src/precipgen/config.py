@@ -80,6 +80,10 @@ class LoopSection:
     grad_clip: float = 1.0  # 0 disables
     checkpoint_interval: int = 5  # epochs between numbered checkpoints; 0 disables
     early_stopping_patience: int = 10  # epochs without improvement; 0 disables
+    # Learning rate x lr_decay_factor after every lr_decay_patience epochs without improvement
+    # (reduce on plateau; 0 disables): a noisy validation curve settles instead of wandering.
+    lr_decay_patience: int = 0
+    lr_decay_factor: float = 0.3
     max_batches_per_epoch: int = 0  # 0 = full epoch (quick profiles cap it)
     output_dir: str = "outputs"
 

@@ -53,12 +53,16 @@ def average_gradients(params: list[nn.Parameter], world: int) -> None:
             p.grad /= world
 
 
-def broadcast_stop(stop: bool, distributed: bool) -> bool:
-    """Rank 0 decides early stopping; every rank learns it."""
-    flag = torch.tensor([1.0 if stop else 0.0])
+def broadcast_value(value: float, distributed: bool) -> float:
+    """Rank 0 decides (early stopping, a learning-rate decay); every rank learns it."""
+    t = torch.tensor([float(value)], dtype=torch.float64)
     if distributed:
-        dist.broadcast(flag, src=0)
-    return bool(flag.item())
+        dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def broadcast_stop(stop: bool, distributed: bool) -> bool:
+    return bool(broadcast_value(1.0 if stop else 0.0, distributed))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -28,6 +28,7 @@ from precipgen.train import history as hist
 from precipgen.train.distributed import (
     average_gradients,
     broadcast_stop,
+    broadcast_value,
     dist_info,
     init_distributed,
     pick_device,
@@ -77,6 +78,8 @@ class LoopConfig:
     amp: bool = False
     checkpoint_interval: int = 5
     early_stopping_patience: int = 0
+    lr_decay_patience: int = 0  # x lr_decay_factor after this many epochs without improvement
+    lr_decay_factor: float = 0.3
     select_metric: str = "val_loss"  # lower is better
     max_batches_per_epoch: int = 0
     seed: int = 42
@@ -96,6 +99,7 @@ class LoopConfig:
                    weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                    checkpoint_interval=s.checkpoint_interval,
                    early_stopping_patience=s.early_stopping_patience,
+                   lr_decay_patience=s.lr_decay_patience, lr_decay_factor=s.lr_decay_factor,
                    max_batches_per_epoch=s.max_batches_per_epoch, **kw)
 
 
@@ -221,6 +225,11 @@ def fit(
             if cfg.select_metric not in metrics:
                 raise KeyError(f"select metric '{cfg.select_metric}' not among {sorted(metrics)}")
             improved = progress.improve(metrics[cfg.select_metric], epoch)
+            decay = cfg.lr_decay_patience
+            if decay > 0 and progress.no_improve > 0 and progress.no_improve % decay == 0:
+                _set_lr(opt, opt.param_groups[0]["lr"] * cfg.lr_decay_factor)  # saved below
+                tqdm.write(f"no improvement of {cfg.select_metric} in {progress.no_improve} "
+                           f"epochs: lr -> {opt.param_groups[0]['lr']:.3g}")
             progress.history.append(metrics)
             _save(task, model, opt, scaler, use_amp, progress, improved, epoch, cfg, out, run)
             _log(metrics, iter_rows, cfg, out, run, epoch)
@@ -232,6 +241,8 @@ def fit(
             if patience > 0 and progress.no_improve >= patience:
                 tqdm.write(f"early stopping: no improvement of {cfg.select_metric} in {patience} epochs")
                 stop = True
+        if distributed:  # rank 0 decided any decay: every rank steps with the same lr
+            _set_lr(opt, broadcast_value(opt.param_groups[0]["lr"], distributed))
         if broadcast_stop(stop, distributed):
             stopped_early = True
             break
@@ -244,6 +255,11 @@ def fit(
 
 
 # ------------------------------------------------------------------ its stages
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 def _resume(model: nn.Module, opt: torch.optim.Optimizer, scaler: Any, use_amp: bool,
             last_path: Path) -> _Progress:
     if not last_path.exists():
