@@ -135,3 +135,18 @@ def test_pooled_crps_penalises_pixel_noise_that_the_pixel_crps_cannot_see():
 
     with pytest.raises(ConfigError, match="loss.crps_space"):
         load_config(None, ["loss.crps_space=log"])
+
+
+def test_coarse_noise_grid_feeds_only_low_res_maps_and_still_spreads():
+    torch.manual_seed(0)
+    m = CVAE(2, 1, (3, 3), (12, 12), noise_channels=2, noise_grid="coarse", **TINY).eval()
+    assert m.decoder.noise_dim == 2 * 9  # no full-resolution maps
+    x, s = torch.randn(2, 2, 3, 3), torch.randn(1, 12, 12)
+    cold = m.sample(x, s, 3, temperature=0.0, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(cold[0], cold[1])  # spread from the low-res maps alone
+    from precipgen.models.cvae import build_cvae
+
+    again = build_cvae(m.hparams)  # the checkpoint's hparams rebuild the same decoder
+    assert again.decoder.noise_dim == m.decoder.noise_dim
+    with pytest.raises(ValueError, match="noise_grid"):
+        CVAE(2, 1, (3, 3), (12, 12), noise_channels=2, noise_grid="pixel", **TINY)

@@ -48,7 +48,8 @@ class ModelConfig:
     d_x: int = 128
     d_y: int = 256
     prior: str = "standard"  # standard | conditional
-    noise_channels: int = 0  # Gaussian noise maps fed to the decoder (low-res and full res)
+    noise_channels: int = 0  # Gaussian noise maps fed to the decoder
+    noise_grid: str = "both"  # both (low-res and full-res maps) | coarse (low-res maps only)
 
 
 @dataclass
@@ -378,6 +379,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
     choices = {
         "model.prior": (cfg.model.prior, {"standard", "conditional"}),
+        "model.noise_grid": (cfg.model.noise_grid, {"both", "coarse"}),
         "sampling.mode": (cfg.sampling.mode, {"posterior", "prior"}),
         "loss.recon": (cfg.loss.recon, {"mae", "crps"}),
         "augmentation.mixing": (cfg.augmentation.mixing, {"A", "B"}),

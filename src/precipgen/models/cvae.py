@@ -8,7 +8,8 @@
                                    PixelShuffle stages (one per prime factor of the scale
                                    factor, e.g. 12 = 2*2*3), sees the statics at full resolution
                                    and (``noise_channels`` > 0) Gaussian noise maps on the
-                                   low-res grid and at full resolution, drawn per sample
+                                   low-res grid and (``noise_grid="both"``) at full
+                                   resolution, drawn per sample
 
 X is never naively upsampled: it conditions through embeddings. Everything here works in
 model space (log1p + z-score, see ``precipgen.data.transforms``); the loader at the bottom
@@ -130,17 +131,29 @@ class ConditionalPrior(GaussianHead):
         super().__init__(d_x, d_z, max(d_x, 2 * d_z))
 
 
+NOISE_GRIDS = ("both", "coarse")
+
+
 class Decoder(nn.Module):
     """Noise maps inside the network (``noise_channels``): a global z alone leaves the small
-    scales deterministic given X, which under-disperses the samples (issue 13)."""
+    scales deterministic given X, which under-disperses the samples (issue 13).
+
+    ``noise_grid``: ``both`` feeds maps on the low-res grid (before the upsampling stages) and
+    at full resolution (before the output convolutions); ``coarse`` only the low-res ones, so
+    every bit of spread passes through the learned upsampling and gets spatial structure
+    (white full-resolution noise gave the samples 2-15x the truth's small-scale power)."""
 
     def __init__(self, n_statics: int, base_filters: int, d_z: int, d_x: int,
-                 lr_shape: tuple[int, int], factors: list[int], noise_channels: int = 0):
+                 lr_shape: tuple[int, int], factors: list[int], noise_channels: int = 0,
+                 noise_grid: str = "both"):
         super().__init__()
+        if noise_grid not in NOISE_GRIDS:
+            raise ValueError(f"model.noise_grid must be one of {NOISE_GRIDS}, got {noise_grid!r}")
         h, w = lr_shape
         self.lr_shape = lr_shape
         self.hr_shape = (h * int(np.prod(factors)), w * int(np.prod(factors)))
         self.nc = noise_channels
+        self.nc_hr = noise_channels if noise_grid == "both" else 0
         self.cz = max(4, base_filters // 2)
         # z (with the global X code) -> a latent map on the low-res grid: z controls where, too
         self.z_proj = nn.Linear(d_z + d_x, self.cz * h * w)
@@ -153,20 +166,22 @@ class Decoder(nn.Module):
             ups += [conv(cin, cout * r * r), nn.PixelShuffle(r), nn.SiLU(), conv(cout, cout), nn.SiLU()]
         self.up = nn.Sequential(*ups)
         c0 = width(0, base_filters)
-        self.out = nn.Sequential(conv(c0 + n_statics + self.nc, c0), nn.SiLU(), conv(c0, c0),
+        self.out = nn.Sequential(conv(c0 + n_statics + self.nc_hr, c0), nn.SiLU(), conv(c0, c0),
                                  nn.SiLU(), conv(c0, 1))
 
     @property
     def noise_dim(self) -> int:
-        """Flat size of one sample's noise: ``nc`` maps on the low-res grid + ``nc`` at full res."""
+        """Flat size of one sample's noise: ``nc`` maps on the low-res grid + ``nc_hr`` at
+        full res."""
         (h, w), (H, W) = self.lr_shape, self.hr_shape
-        return self.nc * (h * w + H * W)
+        return self.nc * h * w + self.nc_hr * H * W
 
     def split_noise(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         (h, w), (H, W) = self.lr_shape, self.hr_shape
         n_lr = self.nc * h * w
         b = noise.shape[0]
-        return noise[:, :n_lr].reshape(b, self.nc, h, w), noise[:, n_lr:].reshape(b, self.nc, H, W)
+        return (noise[:, :n_lr].reshape(b, self.nc, h, w),
+                noise[:, n_lr:].reshape(b, self.nc_hr, H, W))
 
     def forward(self, z: Tensor, hx: HX, statics: Tensor, noise: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -181,7 +196,8 @@ class Decoder(nn.Module):
                                     device=z.device, dtype=z.dtype)
             n_lr, n_hr = self.split_noise(noise.to(z.dtype))
             parts.append(n_lr)
-            late.append(n_hr)
+            if self.nc_hr:
+                late.append(n_hr)
         m = self.up(self.inp(torch.cat(parts, dim=1)))
         if m.shape[-2:] != statics.shape[-2:]:  # only if H, W are not exact multiples
             m = F.interpolate(m, size=statics.shape[-2:], mode="bilinear", align_corners=False)
@@ -199,7 +215,7 @@ class CVAE(nn.Module):
     def __init__(self, in_channels: int, n_statics: int, lr_shape: tuple[int, int],
                  hr_shape: tuple[int, int], d_z: int = 64, base_filters: int = 64,
                  d_x: int = 128, d_y: int = 256, prior: str = "standard",
-                 noise_channels: int = 0):
+                 noise_channels: int = 0, noise_grid: str = "both"):
         super().__init__()
         (h, w), (H, W) = lr_shape, hr_shape
         if H % h or W % w or H // h != W // w:
@@ -214,14 +230,15 @@ class CVAE(nn.Module):
         self.hparams: dict[str, Any] = dict(
             in_channels=in_channels, n_statics=n_statics, lr_shape=[h, w], hr_shape=[H, W],
             d_z=d_z, base_filters=base_filters, d_x=d_x, d_y=d_y, prior=prior,
-            noise_channels=noise_channels,
+            noise_channels=noise_channels, noise_grid=noise_grid,
         )
         self.d_z, self.prior_kind = d_z, prior
         self.encoder_x = EncoderX(in_channels, n_statics, base_filters, d_x)
         self.encoder_y = EncoderY(n_statics, base_filters, d_y, factors)
         self.latent_head = LatentHead(d_y, d_x, d_z)
         self.prior = ConditionalPrior(d_x, d_z) if prior == "conditional" else None
-        self.decoder = Decoder(n_statics, base_filters, d_z, d_x, (h, w), factors, noise_channels)
+        self.decoder = Decoder(n_statics, base_filters, d_z, d_x, (h, w), factors, noise_channels,
+                               noise_grid)
 
     # ---- pieces ----
     def _statics(self, statics: Tensor, batch: int) -> tuple[Tensor, Tensor]:

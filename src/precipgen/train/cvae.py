@@ -281,7 +281,7 @@ def _train(cfg: Config, out: Path, owner: OutputClaim | None, *, resume: bool,
     m = cfg.model
     model = CVAE(ds.n_channels, len(ds.static_names), ds.lr_shape, ds.hr_shape,
                  d_z=m.d_z, base_filters=m.base_filters, d_x=m.d_x, d_y=m.d_y, prior=m.prior,
-                 noise_channels=m.noise_channels)
+                 noise_channels=m.noise_channels, noise_grid=m.noise_grid)
     if world == 1:  # ~10% faster convolutions on CPU (bench/); DDP buckets want contiguous grads
         model = model.to(memory_format=torch.channels_last)
     L = cfg.loss
