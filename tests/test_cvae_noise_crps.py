@@ -150,3 +150,23 @@ def test_coarse_noise_grid_feeds_only_low_res_maps_and_still_spreads():
     assert again.decoder.noise_dim == m.decoder.noise_dim
     with pytest.raises(ValueError, match="noise_grid"):
         CVAE(2, 1, (3, 3), (12, 12), noise_channels=2, noise_grid="pixel", **TINY)
+
+
+@pytest.mark.parametrize("grid, stages", [("stages", 1), ("all", 2)])
+def test_stage_noise_enters_after_the_upsampling_stages(grid: str, stages: int):
+    """12 = 2 x 2 x 3 would give 3 stages; here 4 = 2 x 2: `stages` adds maps at 6x6 (not the
+    last stage), `all` at 6x6 and 12x12; the flat noise vector holds them after the low-res."""
+    torch.manual_seed(0)
+    m = CVAE(2, 1, (3, 3), (12, 12), noise_channels=2, noise_grid=grid, **TINY).eval()
+    grids = [(6, 6), (12, 12)][:stages]
+    assert m.decoder.stage_grids == grids
+    assert m.decoder.noise_dim == 2 * (9 + sum(a * b for a, b in grids))
+    x, s = torch.randn(2, 2, 3, 3), torch.randn(1, 12, 12)
+    hx, sf = m.encode_x(x, s)
+    z = torch.zeros(2, 4)
+    base = torch.randn(2, m.decoder.noise_dim)
+    other = base.clone()
+    other[:, 2 * 9:] = torch.randn(2, m.decoder.noise_dim - 18)  # only the stage maps differ
+    with torch.no_grad():
+        a, b = m.decoder(z, hx, sf, noise=base), m.decoder(z, hx, sf, noise=other)
+    assert not torch.allclose(a, b)

@@ -49,7 +49,7 @@ class ModelConfig:
     d_y: int = 256
     prior: str = "standard"  # standard | conditional
     noise_channels: int = 0  # Gaussian noise maps fed to the decoder
-    noise_grid: str = "both"  # both (low-res and full-res maps) | coarse (low-res maps only)
+    noise_grid: str = "both"  # where noise maps enter the decoder: both | coarse | stages | all
 
 
 @dataclass
@@ -379,7 +379,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}': {value!r} is not a finite number")
     choices = {
         "model.prior": (cfg.model.prior, {"standard", "conditional"}),
-        "model.noise_grid": (cfg.model.noise_grid, {"both", "coarse"}),
+        "model.noise_grid": (cfg.model.noise_grid, {"both", "coarse", "stages", "all"}),
         "sampling.mode": (cfg.sampling.mode, {"posterior", "prior"}),
         "loss.recon": (cfg.loss.recon, {"mae", "crps"}),
         "augmentation.mixing": (cfg.augmentation.mixing, {"A", "B"}),

@@ -131,17 +131,26 @@ class ConditionalPrior(GaussianHead):
         super().__init__(d_x, d_z, max(d_x, 2 * d_z))
 
 
-NOISE_GRIDS = ("both", "coarse")
+NOISE_GRIDS = ("both", "coarse", "stages", "all")
+STAGE_LAYERS = 5  # conv, PixelShuffle, SiLU, conv, SiLU per upsampling stage of ``Decoder.up``
 
 
 class Decoder(nn.Module):
     """Noise maps inside the network (``noise_channels``): a global z alone leaves the small
     scales deterministic given X, which under-disperses the samples (issue 13).
 
-    ``noise_grid``: ``both`` feeds maps on the low-res grid (before the upsampling stages) and
-    at full resolution (before the output convolutions); ``coarse`` only the low-res ones, so
-    every bit of spread passes through the learned upsampling and gets spatial structure
-    (white full-resolution noise gave the samples 2-15x the truth's small-scale power)."""
+    ``noise_grid`` says where the maps enter; each grid's maps are drawn per sample:
+
+    - ``coarse``: on the low-res grid only, before the upsampling: every bit of spread passes
+      through the learned upsampling and gets structure, but nothing finer than a few blocks
+      (the samples had 0.3x the truth's power at wavelengths <= 4 px);
+    - ``both``: also at full resolution, concatenated before the output convolutions: white
+      noise that three convolutions barely shape (2-15x the truth's small-scale power);
+    - ``stages``: low-res maps plus maps added after each upsampling stage but the last
+      (StyleGAN-like per-layer noise through 1x1 convolutions): spread at the intermediate
+      scales, shaped by the stages after it;
+    - ``all``: ``stages`` and the last stage too (full resolution, before its convolution).
+    """
 
     def __init__(self, n_statics: int, base_filters: int, d_z: int, d_x: int,
                  lr_shape: tuple[int, int], factors: list[int], noise_channels: int = 0,
@@ -160,28 +169,42 @@ class Decoder(nn.Module):
         top = len(factors)
         c = width(top, base_filters)
         self.inp = nn.Sequential(conv(base_filters + self.cz + self.nc, c), nn.SiLU(), ResBlock(c))
-        ups = []
+        ups, stage_noise, self.stage_grids = [], [], []
+        noisy = {"stages": len(factors) - 1, "all": len(factors)}.get(noise_grid, 0)
+        scale = 1
         for i, r in enumerate(factors):
             cin, cout = width(top - i, base_filters), width(top - i - 1, base_filters)
             ups += [conv(cin, cout * r * r), nn.PixelShuffle(r), nn.SiLU(), conv(cout, cout), nn.SiLU()]
+            scale *= r
+            if noise_channels and i < noisy:
+                stage_noise.append(nn.Conv2d(noise_channels, cout, 1, bias=False))
+                self.stage_grids.append((h * scale, w * scale))
         self.up = nn.Sequential(*ups)
+        self.stage_noise = nn.ModuleList(stage_noise)
         c0 = width(0, base_filters)
         self.out = nn.Sequential(conv(c0 + n_statics + self.nc_hr, c0), nn.SiLU(), conv(c0, c0),
                                  nn.SiLU(), conv(c0, 1))
 
+    def _grids(self) -> list[tuple[int, tuple[int, int]]]:
+        """(channels, grid) of every noise input, in the order of the flat noise vector."""
+        grids = [(self.nc, self.lr_shape)] if self.nc else []
+        grids += [(self.nc, g) for g in self.stage_grids]
+        if self.nc_hr:
+            grids.append((self.nc_hr, self.hr_shape))
+        return grids
+
     @property
     def noise_dim(self) -> int:
-        """Flat size of one sample's noise: ``nc`` maps on the low-res grid + ``nc_hr`` at
-        full res."""
-        (h, w), (H, W) = self.lr_shape, self.hr_shape
-        return self.nc * h * w + self.nc_hr * H * W
+        """Flat size of one sample's noise: every noise grid's maps, low-res first."""
+        return sum(c * h * w for c, (h, w) in self._grids())
 
-    def split_noise(self, noise: Tensor) -> tuple[Tensor, Tensor]:
-        (h, w), (H, W) = self.lr_shape, self.hr_shape
-        n_lr = self.nc * h * w
-        b = noise.shape[0]
-        return (noise[:, :n_lr].reshape(b, self.nc, h, w),
-                noise[:, n_lr:].reshape(b, self.nc_hr, H, W))
+    def split_noise(self, noise: Tensor) -> list[Tensor]:
+        """``(B, noise_dim)`` -> the maps of each grid (low-res, stages..., full res)."""
+        out, i, b = [], 0, noise.shape[0]
+        for c, (h, w) in self._grids():
+            out.append(noise[:, i:i + c * h * w].reshape(b, c, h, w))
+            i += c * h * w
+        return out
 
     def forward(self, z: Tensor, hx: HX, statics: Tensor, noise: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -189,16 +212,23 @@ class Decoder(nn.Module):
         when None."""
         h, w = self.lr_shape
         zmap = self.z_proj(torch.cat([z, hx.vec], dim=1)).view(-1, self.cz, h, w)
-        parts, late = [hx.map, zmap], []
+        parts, stages, late = [hx.map, zmap], [], []
         if self.nc:
             if noise is None:
                 noise = torch.randn((z.shape[0], self.noise_dim), generator=generator,
                                     device=z.device, dtype=z.dtype)
-            n_lr, n_hr = self.split_noise(noise.to(z.dtype))
-            parts.append(n_lr)
-            if self.nc_hr:
-                late.append(n_hr)
-        m = self.up(self.inp(torch.cat(parts, dim=1)))
+            maps = self.split_noise(noise.to(z.dtype))
+            parts.append(maps[0])
+            stages = maps[1:1 + len(self.stage_grids)]
+            late = maps[1 + len(self.stage_grids):]
+        m = self.inp(torch.cat(parts, dim=1))
+        layers = list(self.up)
+        for i in range(0, len(layers), STAGE_LAYERS):
+            stage = i // STAGE_LAYERS
+            m = layers[i + 2](layers[i + 1](layers[i](m)))  # conv, PixelShuffle, SiLU
+            if stage < len(stages):
+                m = m + self.stage_noise[stage](stages[stage])
+            m = layers[i + 4](layers[i + 3](m))  # conv, SiLU
         if m.shape[-2:] != statics.shape[-2:]:  # only if H, W are not exact multiples
             m = F.interpolate(m, size=statics.shape[-2:], mode="bilinear", align_corners=False)
             late = [F.interpolate(n, size=statics.shape[-2:], mode="nearest") for n in late]
