@@ -31,7 +31,7 @@ from precipgen.models.registry import open_model
 TARGETS: dict[str, tuple[str, float | None, float | None]] = {
     "CRPS / oracle <= 1.3": ("cvae_oracle_ratio", None, 1.3),
     "spread-skill in [0.8, 1.2]": ("cvae_spread_skill", 0.8, 1.2),
-    "|land mass bias| <= 10 %": ("cvae_mass_bias_pct", -10.0, 10.0),
+    "land mass bias within +-10 %": ("cvae_mass_bias_pct", -10.0, 10.0),
     "heavy-day P99 within +-10 %": ("cvae_heavy_P99_bias_pct", -10.0, 10.0),
     "spectral ratio in [0.7, 1.3]": ("cvae_spectral_ratio", 0.7, 1.3),
     "reliability index <= 2x oracle": ("cvae_reliability_vs_oracle", None, 2.0),
