@@ -354,7 +354,7 @@ class CVAEGenerator:
         """Low-res predictors ``(N, C, h, w)`` in physical units -> samples
         ``(num_samples, N, 1, H, W)`` in mm (sea pixels 0). Only ``mode='prior'`` is possible
         here: the posterior needs the observed day."""
-        x = np.asarray(x_lr, dtype=np.float32)
+        x = np.array(x_lr, dtype=np.float32)  # a writable copy: torch.from_numpy below
         hp = self.model.hparams
         want = (hp["in_channels"], *hp["lr_shape"])
         if x.ndim != 4 or tuple(x.shape[1:]) != want:

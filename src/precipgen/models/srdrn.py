@@ -90,7 +90,7 @@ class SRDRNGenerator:
 
     @torch.no_grad()
     def predict(self, x_lr: np.ndarray, num_samples: int = 1, **_: Any) -> np.ndarray:
-        x = np.asarray(x_lr, dtype=np.float32)
+        x = np.array(x_lr, dtype=np.float32)  # a writable copy: torch.from_numpy below
         hp = self.model.hparams
         want = (hp["in_channels"], *hp["lr_shape"])
         if x.ndim != 4 or tuple(x.shape[1:]) != want:
