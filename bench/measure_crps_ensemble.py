@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from target_book import append, check, report
 
 from precipgen.data.store import PreparedDataset
 from precipgen.evaluation.compare import evaluate_models, oracle_params
@@ -47,16 +48,6 @@ REPORTED = ("gen_CRPS", "det_CRPS", "oracle_CRPS", "gen_oracle_ratio", "det_orac
             "gen_rank_chi2", "oracle_rank_pvalue", "gen_spectral_ratio", "oracle_spectral_ratio",
             "det_spectral_ratio", "gen_mass_bias", "gen_mass_bias_pct", "oracle_mass_bias",
             "det_mass_bias")
-
-
-def check(metrics: dict[str, float], targets: dict[str, tuple[str, float | None, float | None]]
-          ) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, (key, lo, hi) in targets.items():
-        v = float(metrics.get(key, float("nan")))
-        ok = bool(np.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi))
-        out[name] = {"metric": key, "value": v, "pass": ok}
-    return out
 
 
 def heavy_spread_skill(ens: np.ndarray, truth: np.ndarray, land: np.ndarray,
@@ -127,19 +118,10 @@ def main() -> None:
     torch.set_num_threads(1)
     res = measure(a.data, a.generative, a.deterministic, a.members, a.split, a.seed, a.max_days)
     res["settings"] = a.settings
-    print(f"{a.label or a.generative}: {res['n_days']} {a.split} days "
-          f"({res['n_heavy_days']} heavy), m={a.members}, {res['seconds']} s")
-    for name, t in res["targets"].items():
-        print(f"  {'PASS' if t['pass'] else 'FAIL'}  {name:<40} {t['value']:.4g}")
-    for k, v in res["summary"].items():
-        print(f"    {k} = {v:.4g}")
+    report(res, f"{a.label or a.generative}: {res['n_days']} {a.split} days "
+                f"({res['n_heavy_days']} heavy), m={a.members}, {res['seconds']} s")
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        book = json.loads(a.json.read_text()) if a.json.exists() else {}
-        book[a.label or a.generative] = res
-        a.json.write_text(json.dumps(book, indent=1))
-        a.json.with_suffix(".md").write_text(markdown(book))
-
+        append(a.json, a.label or a.generative, res, markdown)
 
 if __name__ == "__main__":
     main()

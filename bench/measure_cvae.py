@@ -14,13 +14,13 @@ Prints each target, its value and pass/fail; ``--json`` appends under ``--label`
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from target_book import append, check, report
 
 from precipgen.data.store import PreparedDataset
 from precipgen.data.synthetic import oracle_sample
@@ -102,11 +102,7 @@ def measure(data: Path, cvae_uri: str, members: int, split: str, seed: int) -> d
     metrics["oracle_corr"] = mean_corr(ens["oracle"], truth, land)
     metrics["cvae_posterior_copy_margin"] = (metrics["cvae_posterior_corr"]
                                              - metrics["oracle_corr"] - 0.1)
-    targets = {}
-    for name, (key, lo, hi) in TARGETS.items():
-        v = float(metrics.get(key, float("nan")))
-        ok = bool(np.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi))
-        targets[name] = {"metric": key, "value": v, "pass": ok}
+    targets = check(metrics, TARGETS)
     return {"data": str(data), "split": split, "n_days": int(len(days)),
             "n_heavy_days": int(heavy.sum()), "members": members, "seed": seed,
             "cvae": cvae_uri, "seconds": round(time.perf_counter() - t0, 1),
@@ -139,19 +135,10 @@ def main() -> None:
     a = p.parse_args()
     res = measure(a.data, a.cvae, a.members, a.split, a.seed)
     res["settings"] = a.settings
-    print(f"{a.label or a.cvae}: {res['n_days']} {a.split} days ({res['n_heavy_days']} heavy), "
-          f"m={a.members}, {res['seconds']} s")
-    for name, t in res["targets"].items():
-        print(f"  {'PASS' if t['pass'] else 'FAIL'}  {name:<38} {t['value']:.4g}")
-    for k, v in res["summary"].items():
-        print(f"    {k} = {v:.4g}")
+    report(res, f"{a.label or a.cvae}: {res['n_days']} {a.split} days "
+                f"({res['n_heavy_days']} heavy), m={a.members}, {res['seconds']} s", width=38)
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        book = json.loads(a.json.read_text()) if a.json.exists() else {}
-        book[a.label or a.cvae] = res
-        a.json.write_text(json.dumps(book, indent=1))
-        a.json.with_suffix(".md").write_text(markdown(book))
-
+        append(a.json, a.label or a.cvae, res, markdown)
 
 if __name__ == "__main__":
     main()
