@@ -222,6 +222,8 @@ class Decoder(nn.Module):
             stages = maps[1:1 + len(self.stage_grids)]
             late = maps[1 + len(self.stage_grids):]
         m = self.inp(torch.cat(parts, dim=1))
+        # `up` stays one Sequential (the seed's layout, so earlier checkpoints load); stage
+        # noise goes in after each stage's PixelShuffle
         layers = list(self.up)
         for i in range(0, len(layers), STAGE_LAYERS):
             stage = i // STAGE_LAYERS
