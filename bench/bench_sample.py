@@ -2,7 +2,8 @@
 weights), generation and writing measured separately.
 
 - generation: :func:`precipgen.synth.generate.generate_batch` (per-(day, k) noise, encoders,
-  decoder, model space -> mm), plus the quality-gate statistics, per mode;
+  decoder, model space -> mm), plus the quality-gate statistics, per mode and precision (fp32,
+  bf16 autocast) against issue 13's target: 2000 samples at 156x132 in < 60 s;
 - writing: :class:`precipgen.synth.writer.SynthWriter` (per-sample ``.npy`` files, the
   consolidated arrays, ``samples.nc``), with and without the per-sample files.
 
@@ -58,19 +59,20 @@ def make_model(device: torch.device) -> LoadedCVAE:
 
 
 def bench_generation(m: LoadedCVAE, ds: SimpleNamespace, days: np.ndarray, K: int, mode: str,
-                     batch_size: int, device: torch.device) -> tuple[float, list]:
+                     batch_size: int, device: torch.device, precision: str = "fp32"
+                     ) -> tuple[float, list]:
     land_np = np.ones((H, W), dtype=bool)
     land_np[:, :10] = False
     land = torch.from_numpy(land_np).to(device)
     # warm-up (allocator, cuDNN autotune) on one batch, not timed
-    generate_batch(m, ds, days[: max(1, batch_size // K)], K, mode, 1.0, 0, device, land)
+    generate_batch(m, ds, days[: max(1, batch_size // K)], K, mode, 1.0, 0, device, land, precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     batches = []
     n = 0
     for chunk in day_batches(days, K, batch_size):
-        b = generate_batch(m, ds, chunk, K, mode, 1.0, 0, device, land)
+        b = generate_batch(m, ds, chunk, K, mode, 1.0, 0, device, land, precision)
         for d, k, y, r in zip(b.days, b.ks, b.y_mm, b.y_real):
             sample_stats(d, k, y, r, land_np, 0.1, 0.1)
         batches.append(b)
@@ -110,10 +112,20 @@ def main() -> None:
     print(f"device {device} ({torch.get_num_threads()} CPU threads), default cVAE "
           f"({n_params / 1e6:.2f} M params), {H}x{W}, C={len(CHANNEL_NAMES)}, K={args.K}, "
           f"batch {args.batch_size}, {n_days * args.K} samples per run")
-    batches = []
-    for mode in ("posterior", "prior"):
-        rate, batches = bench_generation(m, ds, days, args.K, mode, args.batch_size, device)
-        print(f"generation ({mode:9s}): {rate:8.1f} samples/s")
+    batches, ref = [], np.zeros(0)
+    for precision in ("fp32", "bf16"):
+        for mode in ("posterior", "prior"):
+            rate, batches = bench_generation(m, ds, days, args.K, mode, args.batch_size, device,
+                                             precision)
+            secs = 2000 / rate
+            print(f"generation ({mode:9s}, {precision}): {rate:8.1f} samples/s "
+                  f"-> 2000 samples in {secs:.0f} s (target < 60 s)")
+        y = np.concatenate([b.y_mm for b in batches])
+        if precision == "fp32":
+            ref = y
+        else:
+            rel = np.abs(y - ref).mean() / max(np.abs(ref).mean(), 1e-9)
+            print(f"bf16 vs fp32 (prior): mean |difference| {rel:.2e} of the mean field")
     for per_sample in (True, False):
         rate = bench_writing(batches, per_sample)
         what = "per-sample files + consolidated + samples.nc" if per_sample else \

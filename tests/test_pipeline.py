@@ -15,9 +15,13 @@ STEPS = ["prepare", "pretrain_vae", "finetune_crps", "train_cvae", "sample", "ev
 def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: str, tmp_path: Path):
     root = tmp_path / "pipe"
     args = ["main", "--profile", "tiny", "--output_root", str(root),
-            "--report_dir", str(tmp_path / "reports")]
+            "--report_dir", str(tmp_path / "reports"), "--branches", "parallel"]
     first = run_cli(*args, timeout=900)
     assert "6 steps (0 reused)" in first.stdout
+    assert "branches run in parallel" in first.stdout
+    # each branch's step wrote its console output to a log; its summary line is echoed
+    assert "train_cvae done:" in (root / "logs" / "train_cvae.log").read_text()
+    assert "train_cvae done:" in first.stdout and "finetune_crps: best Val_CRPS" in first.stdout
 
     client = MlflowClient(tracking_server)
     exp = client.get_experiment_by_name("precipgen")
@@ -29,6 +33,11 @@ def test_main_runs_every_step_as_child_runs_then_reuses_them(tracking_server: st
     by_entry = {c.data.tags.get("precipgen.entry_point"): c for c in children}
     assert set(STEPS) <= set(by_entry), sorted(by_entry)
     assert all(by_entry[s].info.status == "FINISHED" for s in STEPS)
+    # the two model branches overlapped in time; evaluate waited for both
+    run = {s: by_entry[s].info for s in STEPS}
+    assert run["train_cvae"].start_time < run["finetune_crps"].end_time
+    assert run["pretrain_vae"].start_time < run["sample"].end_time
+    assert run["evaluate"].start_time >= max(run["finetune_crps"].end_time, run["sample"].end_time)
     # lineage: finetune_crps consumed pretrain_vae's model, evaluate all three models
     pre_id = by_entry["pretrain_vae"].info.run_id
     assert by_entry["finetune_crps"].data.tags["upstream.pretrained_run_id"] == pre_id
@@ -83,9 +92,11 @@ def test_main_on_your_own_netcdf_data_then_on_the_prepared_dir(fresh_server: str
     root, reports = tmp_path / "pipe", tmp_path / "reports"
     args = ["main", "--profile", "tiny", "--output_root", str(root), "--report_dir", str(reports),
             "--data", str(tmp_path / "radar.nc"), "--target", "precip", "--predictor_vars",
-            "predictors", "--channel_dim", "channel", "--skip_augmentation"]
+            "predictors", "--channel_dim", "channel", "--skip_augmentation",
+            "--branches", "sequential"]
     out = run_cli(*args, timeout=1200).stdout
     assert "no oracle" in out and "wall time per step: prepare" in out
+    assert "in parallel" not in out and not (root / "logs").exists()
     rep = reports / "evaluate-tiny-radar"
     ev = json.loads((rep / "evaluation.json").read_text())
     assert ev["header"]["units"] == "mm/h"
@@ -144,9 +155,10 @@ def _cmdline(proc) -> list[str]:
 
 
 @pytest.mark.slow
-def test_stopping_main_stops_the_running_step(fresh_server: str, tmp_path: Path):
-    """SIGTERM to main (a scheduler's cancel, `kill PID`) takes the step's process with it and
-    marks the step's run KILLED, instead of leaving an orphan training into the output dir."""
+def test_stopping_main_stops_the_running_steps(fresh_server: str, tmp_path: Path):
+    """SIGTERM to main (a scheduler's cancel, `kill PID`) takes the steps' processes with it
+    (both branches when they run in parallel) and marks their runs KILLED, instead of leaving
+    orphans training into the output dir."""
     import os
     import signal
     import subprocess
@@ -156,23 +168,52 @@ def test_stopping_main_stops_the_running_step(fresh_server: str, tmp_path: Path)
 
     main = subprocess.Popen(
         [str(BIN / "precipgen"), "main", "--profile", "tiny", "--output_root", str(tmp_path / "p"),
-         "--report_dir", str(tmp_path / "r")], cwd=REPO, env=os.environ.copy(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--report_dir", str(tmp_path / "r"), "--branches", "parallel"], cwd=REPO,
+        env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wanted = ("pretrain_vae", "train_cvae")
     try:
-        deadline, step = time.time() + 300, None
-        while step is None and time.time() < deadline and main.poll() is None:
-            step = next((k for k in psutil.Process(main.pid).children()
-                         if "pretrain_vae" in " ".join(_cmdline(k))), None)
+        deadline, steps = time.time() + 300, {}
+        while len(steps) < 2 and time.time() < deadline and main.poll() is None:
+            for k in psutil.Process(main.pid).children():
+                name = next((w for w in wanted if f" {w} " in f" {' '.join(_cmdline(k))} "), None)
+                if name:
+                    steps[name] = k
             time.sleep(0.5)
-        assert step is not None, "main never started pretrain_vae"
+        assert set(steps) == set(wanted), f"main started only {sorted(steps)}"
         main.send_signal(signal.SIGTERM)
         assert main.wait(timeout=60) != 0
-        gone, alive = psutil.wait_procs([step], timeout=30)
-        assert not alive, "the step kept running after main was stopped"
+        gone, alive = psutil.wait_procs(list(steps.values()), timeout=30)
+        assert not alive, "a step kept running after main was stopped"
     finally:
         if main.poll() is None:
             main.kill()
     client = MlflowClient(fresh_server)
     exp = client.get_experiment_by_name("precipgen")
-    (run,) = client.search_runs([exp.experiment_id], "attributes.run_name = 'pretrain_vae'")
-    assert run.info.status in ("KILLED", "FAILED")
+    for name in wanted:
+        (run,) = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'")
+        assert run.info.status in ("KILLED", "FAILED"), name
+
+
+def test_a_failing_branch_stops_the_other_and_is_what_is_raised(tmp_path: Path):
+    """When one branch fails, the other's running process is terminated (not left training for
+    an hour), and the error raised is the failure, not the stop it caused."""
+    import sys
+    import threading
+    import time
+
+    from precipgen.steps.main import _in_parallel, _run_child
+
+    stop, started = threading.Event(), time.perf_counter()
+
+    def slow() -> int:
+        return _run_child([sys.executable, "-c", "import time; time.sleep(120)"], {},
+                          tmp_path / "slow.log", stop)
+
+    def failing() -> None:
+        time.sleep(1.0)
+        raise ValueError("pretrain_vae failed")
+
+    with pytest.raises(ValueError, match="pretrain_vae failed"):
+        _in_parallel(slow, failing, stop=stop)
+    assert stop.is_set() and time.perf_counter() - started < 60
+    assert _in_parallel(lambda: 1, lambda: 2, stop=threading.Event()) == [1, 2]

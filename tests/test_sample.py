@@ -226,11 +226,12 @@ def test_run_has_lineage_tags(sampled: dict, trained: dict, prepared: Path, mlfl
 
 # ------------------------------------------------------------------- library: reproducibility
 def _generate(out: Path, prepared: Path, ckpt: Path, seed: int, batch_size: int,
-              mode: str = "posterior") -> Path:
+              mode: str = "posterior", precision: str = "fp32") -> Path:
     ds = PreparedDataset.open(prepared)
     m = open_cvae(str(ckpt))
     out.mkdir()
-    st = SampleSettings(mode=mode, K=K, seed=seed, batch_size=batch_size, min_threshold=0.0)
+    st = SampleSettings(mode=mode, K=K, seed=seed, batch_size=batch_size, min_threshold=0.0,
+                        precision=precision)
     build_synthetic_set(out, ds, m, select_days(ds, "split:val"), st, torch.device("cpu"),
                         {"mode": mode})
     return out
@@ -249,6 +250,24 @@ def test_same_seed_same_files_and_batching_does_not_matter(prepared: Path, train
                                rtol=1e-4, atol=1e-5)
     d = _generate(tmp_path / "d", prepared, trained["checkpoint"], seed=6, batch_size=4)
     assert not np.array_equal(np.load(d / "Y_syn.npy"), np.load(a / "Y_syn.npy"))
+
+
+def test_bf16_samples_are_the_fp32_samples_within_bf16_rounding(
+        tracking_server: str, prepared: Path, trained: dict, tmp_path: Path,
+        capsys: pytest.CaptureFixture):
+    """--precision bf16 (autocast, for speed) draws the same noise and gives the same fields up
+    to bfloat16's ~3 significant digits, in mm; an unknown precision is refused."""
+    a = np.load(_generate(tmp_path / "a", prepared, trained["checkpoint"], 5, 4) / "Y_syn.npy")
+    b = np.load(_generate(tmp_path / "b", prepared, trained["checkpoint"], 5, 4,
+                          precision="bf16") / "Y_syn.npy")
+    assert b.dtype == np.float32 and np.isfinite(b).all()
+    assert not np.array_equal(a, b)  # it did run in bf16
+    rel = np.abs(a - b).mean() / np.abs(a).mean()
+    assert rel < 0.05, rel
+    assert cli.main(["sample", "--data", str(prepared), "--model", str(trained["checkpoint"]),
+                     "--precision", "fp16", "--output", str(tmp_path / "c")]) == 2
+    assert "sampling.precision" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 # ---------------------------------------------------------------------------------- bad input

@@ -2,7 +2,10 @@
 
 Each step runs as its own process inside a child run of one parent run (the process picks the
 child up through ``MLFLOW_RUN_ID``), so a step's memory is returned when it ends and a failure
-names the step. A step is reused, as in MLflow's multistep workflow example, when a FINISHED run
+names the step. The two model branches do not depend on each other (pretrain_vae -> finetune_crps
+and train_cvae -> sample); with ``--branches parallel`` (``auto``: >= 2 CPUs) they run at the
+same time, each on half the CPU threads and with its console output in ``<output_root>/logs/``:
+two 1-thread processes on 2 cores do ~1.25x the work of one 2-thread process (bench/). A step is reused, as in MLflow's multistep workflow example, when a FINISHED run
 with the same step key exists: the key hashes the step's arguments (which name the upstream run
 ids), the code version and the profile, so changing anything upstream re-runs what follows.
 """
@@ -18,6 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +136,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=lambda v: int(float(v or 0)), default=0,
                    help="data generator seed")
     p.add_argument("--force", action="store_true", help="re-run every step, reusing nothing")
+    p.add_argument("--branches", choices=("auto", "parallel", "sequential"), default="auto",
+                   help="run the 3D-VAE and cVAE branches at the same time, each on half the "
+                        "CPU threads (auto: parallel when there are >= 2 CPUs)")
     p.add_argument("--skip_augmentation", nargs="?", const=True, default=False, type=_flag,
                    help="evaluate without the SRDRN augmentation experiment")
     g = p.add_argument_group("your own data (default: the built-in synthetic generator)")
@@ -156,11 +165,14 @@ def _common(args: argparse.Namespace, profile: dict[str, object]) -> list[str]:
     return common
 
 
-def _run_child(argv: list[str], env: dict[str, str]) -> int:
-    """Run one step's process; stopping main (SIGTERM, Ctrl-C) stops the step too, so no
-    orphaned step keeps training and writing after the pipeline was cancelled."""
-    proc = subprocess.Popen(argv, env=env)
+class BranchStopped(RuntimeError):
+    """A step stopped because the other branch failed."""
 
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM (a scheduler's cancel, `kill PID`) unwinds like Ctrl-C, so running steps are
+    stopped and their runs marked, instead of leaving orphans that keep writing."""
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
@@ -168,7 +180,26 @@ def _run_child(argv: list[str], env: dict[str, str]) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        return proc.wait()
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_child(argv: list[str], env: dict[str, str], log: Path | None = None,
+               stop: threading.Event | None = None) -> int:
+    """Run one step's process; stopping main (SIGTERM, Ctrl-C) or ``stop`` stops the step too,
+    so no orphaned step keeps training and writing after the pipeline was cancelled."""
+    out = open(log, "w") if log else None  # noqa: SIM115 (closed below, after the process)
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    try:
+        with _sigterm_raises():
+            while True:
+                try:
+                    return proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.is_set():
+                        raise BranchStopped("stopped: the other branch failed") from None
     except BaseException:
         proc.terminate()
         try:
@@ -177,11 +208,41 @@ def _run_child(argv: list[str], env: dict[str, str]) -> int:
             proc.kill()
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if out is not None:
+            out.close()
 
 
-def _run_step(step: Step, parent_id: str, experiment_id: str, profile: str, force: bool) -> None:
+def _summary_line(log: Path, name: str) -> str:
+    """The step's summary line ("<step>: ..." or "<step> done: ..."), else the last line of its
+    log (tqdm's redraws split on \\r)."""
+    text = log.read_text(errors="replace").replace("\r", "\n")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return next((ln for ln in reversed(lines) if ln.startswith((f"{name}:", f"{name} done:"))),
+                lines[-1] if lines else "")
+
+
+def _in_parallel(*branches: Callable[[], Any], stop: threading.Event) -> list[Any]:
+    """Run the branches in threads; the first failure stops the others, and is what is raised."""
+    with _sigterm_raises(), ThreadPoolExecutor(len(branches)) as pool:
+        futures = [pool.submit(b) for b in branches]
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when="FIRST_EXCEPTION")
+                if any(f.exception() for f in done):
+                    stop.set()
+        except BaseException:
+            stop.set()
+            raise
+    errors = [f.exception() for f in futures if f.exception()]
+    if errors:
+        raise next((e for e in errors if not isinstance(e, BranchStopped)), errors[0])
+    return [f.result() for f in futures]
+
+
+def _run_step(step: Step, parent_id: str, experiment_id: str, profile: str, force: bool,
+              threads: int | None = None, log_dir: Path | None = None,
+              stop: threading.Event | None = None) -> None:
     key = _step_key(step, profile)
     if not force:
         found = tracking.find_finished_run_by_tag(STEP_KEY_TAG, key, experiment_id)
@@ -190,12 +251,18 @@ def _run_step(step: Step, parent_id: str, experiment_id: str, profile: str, forc
             print(f"== {step.name}: reusing finished run {found} (same parameters and inputs)")
             return
     step.run_id = tracking.create_child_run(parent_id, step.name, {STEP_KEY_TAG: key})
-    print(f"== {step.name}: precipgen {' '.join(step.argv)}", flush=True)
+    log = log_dir / f"{step.name}.log" if log_dir else None
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"== {step.name}: precipgen {' '.join(step.argv)}"
+          + (f" [{threads} thread(s), log {log}]" if log else ""), flush=True)
     env = {**os.environ, "MLFLOW_RUN_ID": step.run_id, "MLFLOW_EXPERIMENT_ID": experiment_id,
            "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+    if threads:  # torch, OpenMP and MKL read these at start-up: no oversubscription
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     try:
-        returncode = _run_child([sys.executable, "-m", "precipgen", *step.argv], env)
+        returncode = _run_child([sys.executable, "-m", "precipgen", *step.argv], env, log, stop)
     except BaseException:  # main stopped (SIGTERM, Ctrl-C): the step went with it
         if tracking.run_status(step.run_id) == "RUNNING":
             tracking.terminate_run(step.run_id, "KILLED")
@@ -204,9 +271,11 @@ def _run_step(step: Step, parent_id: str, experiment_id: str, profile: str, forc
         tracking.terminate_run(step.run_id, "FAILED" if returncode else "FINISHED")
     if returncode:
         raise RuntimeError(f"pipeline step '{step.name}' failed (exit {returncode}); "
-                           f"its run: {step.run_id}")
+                           f"its run: {step.run_id}" + (f"; its output: {log}" if log else ""))
     step.seconds = time.perf_counter() - t0
-    print(f"== {step.name}: done in {step.seconds:.0f}s (run {step.run_id})")
+    if log:
+        print(f"   {_summary_line(log, step.name)}")
+    print(f"== {step.name}: done in {step.seconds:.0f}s (run {step.run_id})", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,9 +305,15 @@ def _run(args: argparse.Namespace, profile: dict[str, object], root: Path, repor
 
         experiment_id = get_run(parent.run_id).info.experiment_id
         steps: dict[str, Step] = {}
+        t_start = time.perf_counter()
+        cpus = os.cpu_count() or 1
+        parallel = args.branches == "parallel" or (args.branches == "auto" and cpus >= 2)
+        stop = threading.Event()
 
-        def go(step: Step) -> Step:
-            _run_step(step, parent.run_id, experiment_id, args.profile, args.force)
+        def go(step: Step, branch: bool = False) -> Step:
+            child = {"threads": max(1, cpus // 2), "log_dir": root / "logs", "stop": stop} \
+                if branch and parallel else {}
+            _run_step(step, parent.run_id, experiment_id, args.profile, args.force, **child)
             steps[step.name] = step
             parent.set_tags({f"step.{step.name}_run_id": step.run_id,
                              f"step.{step.name}_reused": step.reused})
@@ -258,17 +333,29 @@ def _run(args: argparse.Namespace, profile: dict[str, object], root: Path, repor
         if source != "synthetic":
             print("== no oracle: real data has no exact p(Y | X); oracle scores are skipped")
         data = ["--data", str(prepared)]
-        pre = go(Step("pretrain_vae", ["pretrain_vae", *common, *data,
-                                       "--output_dir", str(root / "vae3d")]))
-        gen = go(Step("finetune_crps", ["finetune_crps", *common, *data,
-                                        "--pretrained", f"runs:/{pre.run_id}/model",
-                                        "--output_dir", str(root / "crps")]))
-        cvae = go(Step("train_cvae", ["train_cvae", *common, *data,
-                                      "--output_dir", str(root / "cvae")]))
-        go(Step("sample", ["sample", *common, *data, "--model", f"runs:/{cvae.run_id}/model",
-                           "--output", str(synth), "--overwrite",
-                           "--augment_out", str(root / "augmented")],
-                outputs=[synth / "manifest.csv"]))
+        def vae3d_branch() -> tuple[Step, Step]:
+            pre = go(Step("pretrain_vae", ["pretrain_vae", *common, *data,
+                                           "--output_dir", str(root / "vae3d")]), branch=True)
+            gen = go(Step("finetune_crps", ["finetune_crps", *common, *data,
+                                            "--pretrained", f"runs:/{pre.run_id}/model",
+                                            "--output_dir", str(root / "crps")]), branch=True)
+            return pre, gen
+
+        def cvae_branch() -> Step:
+            cvae = go(Step("train_cvae", ["train_cvae", *common, *data,
+                                          "--output_dir", str(root / "cvae")]), branch=True)
+            go(Step("sample", ["sample", *common, *data, "--model", f"runs:/{cvae.run_id}/model",
+                               "--output", str(synth), "--overwrite",
+                               "--augment_out", str(root / "augmented")],
+                    outputs=[synth / "manifest.csv"]), branch=True)
+            return cvae
+
+        if parallel:
+            print(f"== the 3D-VAE and cVAE branches run in parallel, {max(1, cpus // 2)} "
+                  f"thread(s) each (--branches sequential to run them one after the other)")
+            (pre, gen), cvae = _in_parallel(vae3d_branch, cvae_branch, stop=stop)
+        else:
+            (pre, gen), cvae = vae3d_branch(), cvae_branch()
         evaluate = ["evaluate", *common, *data,
                     "--deterministic", f"runs:/{pre.run_id}/model",
                     "--generative", f"runs:/{gen.run_id}/model",
@@ -281,10 +368,15 @@ def _run(args: argparse.Namespace, profile: dict[str, object], root: Path, repor
             evaluate += ["--augmentation", "--samples", str(synth)]
         go(Step("evaluate", evaluate))
         reused = [s.name for s in steps.values() if s.reused]
-        parent.log_metrics({f"wall_s_{s.name}": s.seconds for s in steps.values()})
+        wall = time.perf_counter() - t_start
+        parent.log_metrics({**{f"wall_s_{s.name}": s.seconds for s in steps.values()},
+                            "wall_s_total": wall})
+        order = [n for n in ("prepare", "pretrain_vae", "finetune_crps", "train_cvae", "sample",
+                             "evaluate") if n in steps]
         print("main: wall time per step: " + ", ".join(
-            f"{s.name} {'reused' if s.reused else f'{s.seconds:.0f}s'}" for s in steps.values())
-            + f" (total {sum(s.seconds for s in steps.values()) / 60:.1f} min)")
+            f"{n} {'reused' if steps[n].reused else f'{steps[n].seconds:.0f}s'}" for n in order)
+            + f" (total {wall / 60:.1f} min"
+            + (", the two model branches in parallel)" if parallel else ")"))
         print(f"main: {len(steps)} steps ({len(reused)} reused{': ' + ', '.join(reused) if reused else ''})"
               f"; outputs under {root}, report {reports / f'evaluate-{name}' / 'report.html'} "
               f"| run {parent.url}")

@@ -54,6 +54,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "temperature": ("sampling.temperature", float, "scales the latent sigma"),
     "output": ("sampling.output_dir", str, "output directory"),
     "batch_size": ("sampling.batch_size", int, "samples per forward pass"),
+    "precision": ("sampling.precision", str, "fp32 | bf16 (autocast: ~2x faster on CPUs with "
+                  "AMX / AVX-512-BF16, and on GPUs)"),
 }
 
 
@@ -122,6 +124,7 @@ def _sample(cfg: Any, ds: PreparedDataset, data: tracking.Resolved, model: Any, 
     sc = cfg.sampling
     st = SampleSettings(mode=sc.mode, K=sc.K, temperature=sc.temperature,
                         min_threshold=sc.min_threshold, seed=seed, batch_size=sc.batch_size,
+                        precision=sc.precision,
                         wet_threshold_mm=cfg.data.wet_threshold_mm, gate=gate_thresholds(sc))
     params = {**cfg.flat(), "sampling.seed": seed, "sampling.model": model_uri,
               "sampling.augment_out": str(aug or ""), "sampling.n_days": len(days),

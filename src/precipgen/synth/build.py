@@ -30,6 +30,7 @@ class SampleSettings:
     min_threshold: float = 0.1
     seed: int = 42
     batch_size: int = 16
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
     wet_threshold_mm: float = 0.1
     per_sample_files: bool = True
     gate: GateThresholds = field(default_factory=GateThresholds)
@@ -84,7 +85,8 @@ def build_synthetic_set(
     try:
         for chunk in day_batches(days, st.K, st.batch_size):
             t0 = time.perf_counter()
-            b = generate_batch(m, ds, chunk, st.K, st.mode, st.temperature, st.seed, device, land)
+            b = generate_batch(m, ds, chunk, st.K, st.mode, st.temperature, st.seed, device, land,
+                               st.precision)
             rows = gate_batch(b, land_np, st)
             t1 = time.perf_counter()
             for i, row in enumerate(rows):

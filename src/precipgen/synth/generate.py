@@ -91,8 +91,15 @@ def day_batches(days: np.ndarray, K: int, batch_size: int) -> Iterator[np.ndarra
 @torch.no_grad()
 def generate_batch(m: LoadedCVAE, ds: PreparedDataset, days: np.ndarray, K: int, mode: str,
                    temperature: float, seed: int, device: torch.device,
-                   land: torch.Tensor) -> Batch:
-    """K samples for each of ``days`` (z = mu + temperature * sigma * eps, eps per (day, k))."""
+                   land: torch.Tensor, precision: str = "fp32") -> Batch:
+    """K samples for each of ``days`` (z = mu + temperature * sigma * eps, eps per (day, k));
+    ``precision`` bf16 runs the network under bfloat16 autocast (the noise stays fp32)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return _generate(m, ds, days, K, mode, temperature, seed, device, land)
+
+
+def _generate(m: LoadedCVAE, ds: PreparedDataset, days: np.ndarray, K: int, mode: str,
+              temperature: float, seed: int, device: torch.device, land: torch.Tensor) -> Batch:
     x_phys = np.asarray(ds.X_lr[days], dtype=np.float32)
     y_real = np.asarray(ds.Y_hr[days], dtype=np.float32)
     model = m.model
@@ -104,6 +111,7 @@ def generate_batch(m: LoadedCVAE, ds: PreparedDataset, days: np.ndarray, K: int,
         mu, logvar = model.posterior(y, hx, s)
     else:
         mu, logvar = model.prior_params(hx)
+    mu, logvar = mu.float(), logvar.float()  # the latent draw in fp32 under bf16 autocast too
     rep_days = np.repeat(days, K)
     rep_ks = np.tile(np.arange(K), len(days))
     n_noise = model.decoder.noise_dim  # decoder noise maps: drawn from the same (day, k) stream
