@@ -158,3 +158,21 @@ def test_a_cycle_behind_importlib_or_a_name_registry_is_found():
     graph = import_graph(sources)
     assert _cycles(graph) == [["pkg.a", "pkg.b"], ["pkg.c", "pkg.d"]]
     assert graph["pkg.e"] == {"pkg.a", "pkg.b", "pkg.c", "pkg.d"}
+
+
+def test_every_mlproject_command_parses_with_its_defaults():
+    """`mlflow run . -e <step>` with no -P: the command MLflow builds from the declared
+    defaults is accepted by the step's own parser (a renamed or removed flag fails here, not
+    in a user's run)."""
+    import shlex
+
+    import yaml
+
+    from precipgen.cli import build_parser
+
+    project = yaml.safe_load((SRC.parents[1] / "MLproject").read_text())
+    for name, ep in project["entry_points"].items():
+        defaults = {k: v.get("default", "") for k, v in (ep.get("parameters") or {}).items()}
+        argv = shlex.split(ep["command"].format(**defaults))
+        assert argv[:2] == ["python", f"entrypoints/{name}.py"], name
+        build_parser(name).parse_args([name, *argv[2:]])  # SystemExit on an unknown flag
