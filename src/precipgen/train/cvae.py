@@ -206,11 +206,11 @@ def pick_figure_days(ds: PreparedDataset, val: DayDataset) -> list[int]:
     return picks[:FIGURE_DAYS]
 
 
-def summary_line(epochs: int) -> Any:
+def summary_line(epochs: int, units: str = "mm") -> Any:
     def line(epoch: int, m: dict[str, float]) -> str:
         return (
             f"Epoch {epoch}/{epochs} | train_loss {m['train_loss']:.4f} | val_loss {m['val_loss']:.4f}"
-            f" | val_MAE_tail {m['val_MAE_tail']:.3f} mm | val_CRPS {m['val_CRPS']:.3f} mm"
+            f" | val_MAE_tail {m['val_MAE_tail']:.3f} {units} | val_CRPS {m['val_CRPS']:.3f} {units}"
             f" | val_mass_bias {m['val_mass_bias']:+.3f} | beta {m['beta']:.3f}"
             f" | {m.get('epoch_seconds', 0.0):.1f}s"
         )
@@ -312,7 +312,7 @@ def _train(cfg: Config, out: Path, owner: OutputClaim | None, *, resume: bool,
     loop_cfg = LoopConfig.from_section(
         t, out, amp=t.amp, select_metric=t.select_metric, seed=t.seed, device=t.device,
         best_name=CKPT_BEST, last_name=CKPT_LAST, epoch_name=CKPT_EPOCH, log_csv=LOG_CSV,
-        summary=summary_line(t.epochs),
+        summary=summary_line(t.epochs, ds.normalization.units),
     )
     params, tags = cfg.flat(), {"precipgen.model_kind": "cvae"}
     if not is_main:
