@@ -6,7 +6,9 @@ heavy-day scores and verdicts appended to a book (JSON + markdown table).
         --label A_k1 --set augmentation.mixing=A --set augmentation.k=1 \
         [--config configs/standard.yaml] [--json bench/results/augmentation_standard.json]
 
-Only the augmentation experiment runs (no model is scored). Target: heavy-day MAE_tail >= 5 %
+evaluate also scores the registered ``@latest`` models of the tracking store (it needs them);
+the sweep asks for 2 members to keep that part short, since it does not touch the augmentation
+experiment. Target: heavy-day MAE_tail >= 5 %
 lower with augmentation, its 95 % CI below 0, and neither MAE_all nor |P99 bias| significantly
 worse ("hurts"). The book also keeps rows added with ``--from_evaluation evaluation.json`` (an
 evaluate run that scored the models too, e.g. the one ``main`` ran).
@@ -86,7 +88,7 @@ def main() -> None:
             p.error("--data and --samples are needed (or --from_evaluation)")
         run_name = f"augmentation-{a.label}"
         cmd = [sys.executable, "-m", "precipgen", "evaluate", "--config", a.config,
-               "--data", a.data, "--augmentation", "--samples", a.samples,
+               "--data", a.data, "--augmentation", "--samples", a.samples, "--num_samples", "2",
                "--run_name", run_name, "--report_dir", a.report_dir]
         for item in a.set:
             cmd += ["--set", item]
