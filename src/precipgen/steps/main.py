@@ -5,8 +5,11 @@ child up through ``MLFLOW_RUN_ID``), so a step's memory is returned when it ends
 names the step. The two model branches do not depend on each other (pretrain_vae -> finetune_crps
 and train_cvae -> sample); with ``--branches parallel`` (``auto``: >= 2 CPUs) they run at the
 same time, each on half the CPU threads and with its console output in ``<output_root>/logs/``:
-two 1-thread processes on 2 cores do ~1.25x the work of one 2-thread process (bench/). A step is reused, as in MLflow's multistep workflow example, when a FINISHED run
-with the same step key exists: the key hashes the step's arguments (which name the upstream run
+two 1-thread processes on 2 cores do ~1.24x the work of one 2-thread process; two 2-thread
+processes side by side do less than half of it (bench/results/standard_profile.md).
+
+A step is reused, as in MLflow's multistep workflow example, when a FINISHED run with the same
+step key exists: the key hashes the step's arguments (which name the upstream run
 ids), the code version and the profile, so changing anything upstream re-runs what follows.
 """
 
