@@ -67,6 +67,16 @@ def test_step_key_changes_with_arguments_and_profile():
     assert _step_key(a, "tiny") != _step_key(a, "quick")
 
 
+def test_auto_branches_run_in_parallel_only_where_they_are_balanced():
+    from precipgen.steps.main import PROFILES, runs_branches_in_parallel
+
+    assert runs_branches_in_parallel("auto", PROFILES["standard"], cpus=2)
+    assert not runs_branches_in_parallel("auto", PROFILES["standard"], cpus=1)
+    assert not runs_branches_in_parallel("auto", PROFILES["quick"], cpus=16)
+    assert runs_branches_in_parallel("parallel", PROFILES["quick"], cpus=1)
+    assert not runs_branches_in_parallel("sequential", PROFILES["full"], cpus=16)
+
+
 SERIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "mrms-hourly" / "mrms_hourly_series.nc"
 
 
