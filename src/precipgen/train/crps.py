@@ -264,10 +264,11 @@ def finetune(
         tracking.mark_output(out, r.run_id)
         r.log_params({"pretrained": uri, "window_days": window})
         r.set_lineage({"pretrained": pretrained_run, "dataset": log_dataset(r, ds)})
-        space = "model space" if f.crps_space == "model" else ds.normalization.units
+        units = ds.normalization.units
+        space = "model space" if f.crps_space == "model" else units
         scales = "" if list(f.crps_scales) == [1] else f", pooled x{list(f.crps_scales)}"
         print(f"CRPS = training loss ({f.crps_kind}, {space}{scales}); Val_CRPS = fair CRPS in "
-              f"{ds.normalization.units} (m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
+              f"{units} (m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
         res = fit(task, train_set, sampler, batch_size, loop_cfg,
                   run=r, resume=bool(resume_dir), on_epoch_end=on_epoch_end)
 
@@ -294,7 +295,7 @@ def finetune(
             if (out / name).exists():
                 r.log_artifact(out / name)
         if not register:  # tuning trial: checkpoints stay in `out`, nothing is registered
-            print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} {ds.normalization.units} at epoch "
+            print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} {units} at epoch "
                   f"{res.best_epoch}, is_generative={generative}; {out} | run {r.url}")
             return r.run_id, res
         for ckpt in sorted((out / "checkpoints").glob("*.pth")):
@@ -306,8 +307,7 @@ def finetune(
             {"num_samples": f.crps_samples, "mode": "generative", "temperature": 1.0, "seed": 0},
             loader=open_generator,
         )
-        print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} {ds.normalization.units} at "
-              f"epoch {res.best_epoch}, "
-              f"is_generative={generative}; {out}; registered {REGISTERED_NAME} v{version} "
+        print(f"finetune_crps: best Val_CRPS={res.best_metric:.6f} {units} at epoch "
+              f"{res.best_epoch}, is_generative={generative}; {out}; registered {REGISTERED_NAME} v{version} "
               f"(@candidate) | run {r.url}")
     return r.run_id, res
