@@ -108,3 +108,29 @@ def test_short_series_get_a_smaller_batch_or_a_clear_error(capsys):
     assert "only 7 training windows" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no training window of 4 consecutive"):
         window_batch_size(0, 8, 4, "finetune_crps")
+
+
+def test_increment_view_tells_white_noise_from_the_truths_texture():
+    """Same pixel marginals, different texture: the pixel CRPS cannot tell them apart, the
+    increments' CRPS prefers members whose local differences are spread like the truth's."""
+    g = torch.Generator().manual_seed(0)
+    land = torch.ones(16, 16, dtype=torch.bool)
+    land[:3, :5] = False
+    norm = Normalization(0.5, 1.0, ["pr"], [True], [0.0], [1.0])
+
+    def smooth(n: int) -> torch.Tensor:  # unit-variance fields correlated over ~4 px
+        f = torch.nn.functional.avg_pool2d(torch.randn(n, 1, 20, 20, generator=g), 5, 1)
+        return (f / f.std()).reshape(n, 1, 1, 16, 16)
+
+    obs = smooth(64)
+    textured = torch.stack([smooth(64) for _ in range(8)])  # members like the truth
+    white = torch.randn(8, 64, 1, 1, 16, 16, generator=g)  # same marginal, white
+    pixel = CRPSView(land, [1], "model", norm)
+    inc = CRPSView(land, [1], "model", norm, increments=[1])
+    assert not inc.plain and inc(obs).shape[-1] == 241 + 2 * (16 * 15 - 15)
+    ratio_pixel = crps_loss(pixel(white), pixel(obs)) / crps_loss(pixel(textured), pixel(obs))
+    ratio_inc = crps_loss(inc(white), inc(obs)) / crps_loss(inc(textured), inc(obs))
+    assert abs(float(ratio_pixel) - 1) < 0.05
+    assert ratio_inc > ratio_pixel + 0.05  # 1.08 vs 0.99: half the view is the pixels
+    with pytest.raises(ValueError, match="increments"):
+        CRPSView(land, [1], "model", norm, increments=[16])

@@ -164,6 +164,7 @@ class FinetuneConfig(LoopSection):
     noise_scale: float = 1.0  # std of the FiLM noise
     input_noise: bool = False  # keep the seed's noise input channels (not a zero-effect start)
     crps_scales: list[int] = field(default_factory=lambda: [1])  # pooling factors scored
+    crps_increments: list[int] = field(default_factory=list)  # pixel lags of scored differences
     crps_space: str = "model"  # model (log1p z-score) | mm
     val_max_batches: int = 0  # 0 = every validation window; > 0 caps Val_CRPS's batches
 
@@ -412,6 +413,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
     if cfg.augmentation.ratio < 0:
         raise ConfigError(f"config key 'augmentation.ratio' must be >= 0, got {cfg.augmentation.ratio}")
+    if any(int(lag) < 1 for lag in cfg.finetune.crps_increments):
+        raise ConfigError("config key 'finetune.crps_increments' must hold pixel lags >= 1, got "
+                          f"{cfg.finetune.crps_increments}")
     for key in ("train.lr", "vae3d.lr", "finetune.lr", "srdrn.lr"):
         value = cfg.flat()[key]
         if value <= 0:

@@ -91,7 +91,8 @@ class CRPSTask:
         self.m, self.kind_crps, self.alpha = f.crps_samples, f.crps_kind, f.alpha
         self.chunk = f.chunk_size if 0 < f.chunk_size < f.crps_samples else 0
         self.land = land_mask_tensor(ds).to(device)
-        self.view = CRPSView(self.land, f.crps_scales, f.crps_space, ds.normalization)
+        self.view = CRPSView(self.land, f.crps_scales, f.crps_space, ds.normalization,
+                             f.crps_increments)
         self.p95 = p95_mm(ds)
         self.val = val_loader(ds, window_days, f.batch_size)
         self.device = device
@@ -267,6 +268,7 @@ def finetune(
         units = ds.normalization.units
         space = "model space" if f.crps_space == "model" else units
         scales = "" if list(f.crps_scales) == [1] else f", pooled x{list(f.crps_scales)}"
+        scales += f", increments at {list(f.crps_increments)} px" if f.crps_increments else ""
         print(f"CRPS = training loss ({f.crps_kind}, {space}{scales}); Val_CRPS = fair CRPS in "
               f"{units} (m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
         res = fit(task, train_set, sampler, batch_size, loop_cfg,
