@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from precipgen.config import ConfigError, load_config
 from precipgen.data.transforms import Normalization
 from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
 from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
@@ -134,3 +135,5 @@ def test_increment_view_tells_white_noise_from_the_truths_texture():
     assert ratio_inc > ratio_pixel + 0.05  # 1.08 vs 0.99: half the view is the pixels
     with pytest.raises(ValueError, match="increments"):
         CRPSView(land, [1], "model", norm, increments=[16])
+    with pytest.raises(ConfigError, match="finetune.crps_increments"):  # before any run starts
+        load_config(None, ["finetune.crps_increments=[0]"])

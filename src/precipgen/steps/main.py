@@ -52,7 +52,7 @@ PROFILES: dict[str, dict[str, object]] = {
 }
 # "parallel": whether --branches auto runs the two model branches side by side. Only where they
 # take similar times: each gets half the threads, so when one ends early the other finishes on
-# half the machine (quick: cVAE branch ~1 min, 3D-VAE branch ~5 min; standard: 16 and 19 min).
+# half the machine (quick: cVAE branch ~1 min, 3D-VAE branch ~5 min; standard: ~25 and ~19 min).
 STEP_KEY_TAG = "precipgen.step_key"
 
 # prepare's source flags that main passes through (same names, same meaning).

@@ -16,9 +16,9 @@ exact gradient still holds (each member's view depends only on that member):
   so their CRPS calibrates the members' local texture against the truth's: white noise gives
   increments far too spread, smooth blobs increments too narrow (bench/results/crps_standard.md).
 
-Each scale (and each increment lag) gets the same weight: the CRPS is positively homogeneous (CRPS(c x, c y) =
-c CRPS(x, y), c > 0), so scaling the values of scale k by N / (K n_k) turns the plain mean over
-the concatenated vector into the mean over scales of each scale's pixel mean.
+Each scale and each increment lag gets the same weight: the CRPS is positively homogeneous
+(CRPS(c x, c y) = c CRPS(x, y), c > 0), so scaling the values of part k by N / (K n_k) turns the
+plain mean over the concatenated vector into the mean over parts of each part's mean.
 """
 
 from __future__ import annotations
