@@ -9,9 +9,11 @@ import torch
 from precipgen.config import ConfigError, load_config
 from precipgen.data.transforms import Normalization
 from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
+from precipgen.models.memory_format import fast_layout
 from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
 from precipgen.scores.crps import chunked_crps_backward, crps_loss
 from precipgen.train.crps_view import CRPSView
+from precipgen.train.spread_calibration import calibrate_noise_scale
 
 C, D, h, w, F = 3, 2, 3, 3, 4
 
@@ -137,3 +139,51 @@ def test_increment_view_tells_white_noise_from_the_truths_texture():
         CRPSView(land, [1], "model", norm, increments=[16])
     with pytest.raises(ConfigError, match="finetune.crps_increments"):  # before any run starts
         load_config(None, ["finetune.crps_increments=[0]"])
+
+
+def test_spread_calibration_picks_the_lowest_val_crps_and_stops_after_it():
+    net, (x, y) = model("coarse"), data()
+    with torch.no_grad():
+        for f in net.film:
+            f.weight.normal_(0, 0.3)
+    seen: list[float] = []
+
+    def score(mdl: SimpleVAE3D) -> dict[str, float]:
+        # the real members' spread at this scale, and a CRPS whose minimum is at scale 2
+        s = mdl.hparams["cond_noise_scale"]
+        seen.append(s)
+        with torch.no_grad():
+            ens = mdl.generate_multiple_outputs(x, 4, seed=1)
+        return {"Val_CRPS": (torch.log2(torch.tensor(s)) - 1.0).abs().item(),
+                "val_spread_skill": float(ens.std(dim=0).mean())}
+
+    cal = calibrate_noise_scale(net, score)
+    assert cal.factor == pytest.approx(2.0) and net.hparams["cond_noise_scale"] == pytest.approx(2.0)
+    assert cal.before["Val_CRPS"] == pytest.approx(1.0) and cal.after["Val_CRPS"] < 1e-6
+    assert max(seen) == pytest.approx(2 ** 1.5)  # stopped two factors past the minimum
+    # more noise, more spread: the FiLM noise is what the factor scales
+    spread = {f: ss for f, _, ss in cal.curve}
+    assert spread[2.0] > spread[1.0] > spread[min(spread)]
+    with pytest.raises(ValueError, match="FiLM noise"):
+        calibrate_noise_scale(SimpleVAE3D(C, torch.randn(2, h * F, w * F), (h, w), 4, 2), score)
+
+
+def test_terrain_features_reach_the_output_and_survive_layout_and_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    net = SimpleVAE3D(C, torch.randn(2, h * F, w * F), (h, w), base_filters=4, latent_channels=2,
+                      terrain_features=3)
+    fast_layout(net)  # all-5D: channels_last_3d must accept every weight
+    x, _ = data()
+    with torch.no_grad():
+        out = net.forward_deterministic(x)
+        path = tmp_path / "t.pth"
+        norm = Normalization(0.5, 1.0, ["pr", "a", "b"], [True, False, False], [0.0] * 3, [1.0] * 3)
+        save_checkpoint(path, {"kind": "vae3d", "model_state_dict": net.state_dict(),
+                               **checkpoint_extra(net, torch.ones(h * F, w * F, dtype=torch.bool),
+                                                  norm, D)})
+        again = build_from_checkpoint(load_checkpoint(path))
+        torch.testing.assert_close(again.forward_deterministic(x), out)
+        net.weather_proj.weight.zero_()  # the weather x terrain products carry signal
+        assert not torch.allclose(net.forward_deterministic(x), out)
+    with pytest.raises(ConfigError, match="terrain_features"):
+        load_config(None, ["vae3d.terrain_features=-1"])

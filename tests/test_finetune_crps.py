@@ -34,9 +34,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_prepared(tmp_path_factory.mktemp("data"), days=64, H=24, W=24, factor=4)
 
 
-def pretrain(data: Path, out: Path) -> None:
+def pretrain(data: Path, out: Path, *extra: str) -> None:
     assert main(["pretrain_vae", "--data", str(data), "--epochs", "2", "--window_days", "4",
-                 "--lr", "1e-3", "--output_dir", str(out), *TINY]) == 0
+                 "--lr", "1e-3", "--output_dir", str(out), *TINY, *extra]) == 0
 
 
 def only_dir(root: Path) -> Path:
@@ -54,7 +54,7 @@ def test_finetune_without_pretrained_model_fails_clearly(sqlite_tracking, prepar
 @pytest.mark.slow
 def test_pretrain_then_finetune_makes_the_model_generative(tracking_server, prepared, tmp_path,
                                                            capsys):
-    pretrain(prepared, tmp_path / "pre")
+    pretrain(prepared, tmp_path / "pre", "--set", "vae3d.terrain_features=2")
     pre_dir = only_dir(tmp_path / "pre")
     client = MlflowClient(tracking_server)
     pre_run = (pre_dir / ".precipgen_run").read_text().strip()
@@ -73,7 +73,8 @@ def test_pretrain_then_finetune_makes_the_model_generative(tracking_server, prep
     # --pretrained "" = models:/vae3d-deterministic@latest; chunk 2 < 6 members: chunked gradient
     assert main(["finetune_crps", "--data", str(prepared), "--pretrained", "", "--epochs", "2",
                  "--lr", "3e-3", "--crps_samples", "6", "--chunk_size", "2",
-                 "--checkpoint_interval", "1", "--output_dir", str(tmp_path / "ft"), *TINY]) == 0
+                 "--checkpoint_interval", "1", "--output_dir", str(tmp_path / "ft"), *TINY,
+                 "--set", "finetune.calibrate_noise=true"]) == 0
     out = capsys.readouterr().out
     assert "🎯 CRPS Gen Epoch 2: CRPS=" in out and ", Val_CRPS=" in out
     assert "SUCCESS: Model is now GENERATIVE" in out
@@ -105,6 +106,16 @@ def test_pretrain_then_finetune_makes_the_model_generative(tracking_server, prep
                            ft_ck["model_state_dict"]["dec_out.weight"])
     # fine-tuning lowered Val_CRPS (mm)
     assert m["best_Val_CRPS"] < before["Val_CRPS"], (m["best_Val_CRPS"], before["Val_CRPS"])
+
+    # the noise scale was calibrated on the validation windows and written into the checkpoint
+    assert "spread calibration on the validation split: noise x" in out
+    curve = np.loadtxt(run_dir / "spread_calibration.csv", delimiter=",", skiprows=1, ndmin=2)
+    factor = m["noise_calibration_factor"]
+    assert factor in curve[:, 0] and 1.0 in curve[:, 0]
+    assert m["Val_CRPS_calibrated"] == pytest.approx(curve[:, 1].min(), rel=1e-6)
+    assert m["Val_CRPS_calibrated"] <= curve[curve[:, 0] == 1.0, 1][0]
+    assert ft_ck["hparams"]["cond_noise_scale"] == pytest.approx(factor)  # noise_scale 1.0
+    assert ft_ck["hparams"]["terrain_features"] == 2
 
     # registered vae3d-crps: a pyfunc that returns an ensemble in mm
     model = mlflow.pyfunc.load_model("models:/vae3d-crps@latest")

@@ -141,6 +141,9 @@ class VAE3DConfig(LoopSection):
     window_stride: int = 1  # days between training windows; = window_days: each day once an epoch
     base_filters: int = 16
     latent_channels: int = 8
+    # decoder: learned terrain maps and their products with the weather features (0 = the
+    # seed's plain concatenation of the statics); SimpleVAE3D's terrain_features
+    terrain_features: int = 0
     beta_kl: float = 1e-3
 
 
@@ -167,6 +170,9 @@ class FinetuneConfig(LoopSection):
     crps_increments: list[int] = field(default_factory=list)  # pixel lags of scored differences
     crps_space: str = "model"  # model (log1p z-score) | mm
     val_max_batches: int = 0  # 0 = every validation window; > 0 caps Val_CRPS's batches
+    # after training, scale the FiLM noise by the factor with the best Val_CRPS on the
+    # validation split (train/spread_calibration.py): spread learned on seen windows is too narrow
+    calibrate_noise: bool = False
 
 
 @dataclass
@@ -411,6 +417,12 @@ def validate(cfg: Config) -> None:
     }.items():
         if value < 1:
             raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+    if cfg.vae3d.terrain_features < 0:
+        raise ConfigError(f"config key 'vae3d.terrain_features' must be >= 0, got "
+                          f"{cfg.vae3d.terrain_features}")
+    if cfg.finetune.calibrate_noise and cfg.finetune.noise_channels < 1:
+        raise ConfigError("config key 'finetune.calibrate_noise' needs finetune.noise_channels "
+                          ">= 1 (it scales the FiLM noise)")
     if cfg.augmentation.ratio < 0:
         raise ConfigError(f"config key 'augmentation.ratio' must be >= 0, got {cfg.augmentation.ratio}")
     if any(int(lag) < 1 for lag in cfg.finetune.crps_increments):

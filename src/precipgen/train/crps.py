@@ -45,6 +45,7 @@ from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor
 from precipgen.data.store import PreparedDataset
 from precipgen.locks import claim_output
+from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
 from precipgen.models.registry import OpenedModel, open_generator, open_model
 from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
 from precipgen.scores.crps import chunked_crps_backward, crps_ensemble, crps_loss
@@ -60,6 +61,7 @@ from precipgen.train.common import (
 from precipgen.train.crps_view import CRPSView
 from precipgen.train.distributed import dist_info, pick_device, seed_everything
 from precipgen.train.loop import FitResult, LoopConfig, StepOutput, fit
+from precipgen.train.spread_calibration import SpreadCalibration, calibrate_noise_scale
 from precipgen.train.vae3d import window_batch_size
 
 REGISTERED_NAME = "vae3d-crps"
@@ -135,6 +137,18 @@ class CRPSTask:
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return checkpoint_extra(self.model, self.land, self.ds.normalization, self.window_days)
+
+    def calibrate_best(self, path: Path) -> SpreadCalibration:
+        """Calibrate the noise scale of the best checkpoint on the validation windows and
+        write it back into that checkpoint (atomically)."""
+        ck = load_checkpoint(path)
+        model = build_from_checkpoint(ck).to(self.device)
+        cal = calibrate_noise_scale(model, lambda mdl: evaluate_ensemble(
+            mdl, self.val, self.ds, self.land, self.p95, self.m, self.chunk or self.m,
+            self.cfg.train.seed, self.device, self.cfg.finetune.val_max_batches))
+        ck["hparams"]["cond_noise_scale"] = cal.scale
+        save_checkpoint(path, ck)
+        return cal
 
 
 @torch.no_grad()
@@ -273,6 +287,13 @@ def finetune(
               f"{units} (m={f.crps_samples}, chunk={task.chunk or f.crps_samples})")
         res = fit(task, train_set, sampler, batch_size, loop_cfg,
                   run=r, resume=bool(resume_dir), on_epoch_end=on_epoch_end)
+        if f.calibrate_noise:
+            cal = task.calibrate_best(Path(res.best_path))
+            cal.write_csv(out / "spread_calibration.csv")
+            r.log_metrics({"noise_calibration_factor": cal.factor,
+                           "Val_CRPS_calibrated": cal.after["Val_CRPS"],
+                           "val_spread_skill_calibrated": cal.after["val_spread_skill"]})
+            print(cal.summary(units))
 
         best = next((h for h in res.history if int(h["epoch"]) == res.best_epoch), {})
         variance = float(best.get("generative_variance", float("nan")))
@@ -293,7 +314,7 @@ def finetune(
             print(TROUBLESHOOTING)
 
         for name in ("crps_generative_history.csv", "crps_generative_iteration_history.csv",
-                     "generative_config.yaml"):
+                     "generative_config.yaml", "spread_calibration.csv"):
             if (out / name).exists():
                 r.log_artifact(out / name)
         if not register:  # tuning trial: checkpoints stay in `out`, nothing is registered

@@ -108,7 +108,7 @@ def pretrain(cfg: Config, resume_dir: str | None = None) -> tuple[str | None, Fi
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
     model = SimpleVAE3D(ds.n_channels, statics_tensor(ds), ds.lr_shape, v.base_filters,
-                        v.latent_channels)
+                        v.latent_channels, terrain_features=v.terrain_features)
     task = PretrainTask(model, ds, cfg, device)
     rank, world, _ = dist_info()
     # Under torchrun only rank 0 makes the run dir and the MLflow run; the others only train.
