@@ -142,7 +142,7 @@ def test_increment_view_tells_white_noise_from_the_truths_texture():
 
 
 def test_spread_calibration_picks_the_lowest_val_crps_and_stops_after_it():
-    net, (x, y) = model("coarse"), data()
+    net, (x, _) = model("coarse"), data()
     with torch.no_grad():
         for f in net.film:
             f.weight.normal_(0, 0.3)
