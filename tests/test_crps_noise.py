@@ -3,6 +3,8 @@ CRPS step, the encoder untouched, chunk-exact members, the multi-scale / mm CRPS
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -141,29 +143,36 @@ def test_increment_view_tells_white_noise_from_the_truths_texture():
         load_config(None, ["finetune.crps_increments=[0]"])
 
 
-def test_spread_calibration_picks_the_lowest_val_crps_and_stops_after_it():
-    net, (x, _) = model("coarse"), data()
+def test_spread_calibration_scales_coarse_then_full_res_noise_by_the_lowest_score():
+    net, (x, _) = model("pixel"), data()
     with torch.no_grad():
         for f in net.film:
             f.weight.normal_(0, 0.3)
-    seen: list[float] = []
+    seen: list[tuple[float, float]] = []
 
     def score(mdl: SimpleVAE3D) -> dict[str, float]:
-        # the real members' spread at this scale, and a CRPS whose minimum is at scale 2
-        s = mdl.hparams["cond_noise_scale"]
-        seen.append(s)
+        # a score lowest at coarse noise x2 and full-res noise x2^-0.5, and the real spread
+        coarse = mdl.hparams["cond_noise_scale"]
+        full_res = coarse * mdl.hparams["cond_noise_hr_factor"]
+        seen.append((coarse, full_res))
         with torch.no_grad():
             ens = mdl.generate_multiple_outputs(x, 4, seed=1)
-        return {"Val_CRPS": (torch.log2(torch.tensor(s)) - 1.0).abs().item(),
-                "val_spread_skill": float(ens.std(dim=0).mean())}
+        value = abs(math.log2(coarse) - 1) + abs(math.log2(full_res) + 0.5)
+        return {"Val_CRPS": value, "val_spread_skill": float(ens.std(dim=0).mean())}
 
     cal = calibrate_noise_scale(net, score)
-    assert cal.factor == pytest.approx(2.0) and net.hparams["cond_noise_scale"] == pytest.approx(2.0)
-    assert cal.before["Val_CRPS"] == pytest.approx(1.0) and cal.after["Val_CRPS"] < 1e-6
-    assert max(seen) == pytest.approx(2 ** 1.5)  # stopped two factors past the minimum
-    # more noise, more spread: the FiLM noise is what the factor scales
-    spread = {f: ss for f, _, ss in cal.curve}
-    assert spread[2.0] > spread[1.0] > spread[min(spread)]
+    assert (cal.factor, cal.hr_factor) == pytest.approx((2.0, 2 ** -0.5))
+    assert net.hparams["cond_noise_scale"] == pytest.approx(2.0)
+    assert net.hparams["cond_noise_hr_factor"] == pytest.approx(2 ** -0.5 / 2)
+    assert cal.before["Val_CRPS"] == pytest.approx(1.5) and cal.after["Val_CRPS"] < 1e-6
+    # coarse: upwards from 1, stopped two factors past 2; full-res: nothing better above 1,
+    # then downwards, stopped two factors past 2^-0.5; never below 2^-1
+    assert max(c for c, _ in seen) == pytest.approx(2 ** 1.5)
+    assert min(r for _, r in seen) == pytest.approx(2 ** -1)
+    assert len(seen) == len(set(seen))  # no point scored twice
+    # the factors scale the members' spread: more noise, more spread
+    spread = {(c, r): ss for c, r, _, _, ss in cal.curve}
+    assert spread[2.0, 1.0] > spread[1.0, 1.0]
     with pytest.raises(ValueError, match="FiLM noise"):
         calibrate_noise_scale(SimpleVAE3D(C, torch.randn(2, h * F, w * F), (h, w), 4, 2), score)
 

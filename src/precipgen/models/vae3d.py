@@ -87,6 +87,7 @@ class SimpleVAE3D(nn.Module):
         cond_noise_grid: str = "coarse",
         cond_noise_scale: float = 1.0,
         terrain_features: int = 0,
+        cond_noise_hr_factor: float = 1.0,
     ):
         super().__init__()
         K, H, W = statics.shape
@@ -137,6 +138,7 @@ class SimpleVAE3D(nn.Module):
         if cond_noise_channels:
             self.enable_noise(cond_noise_channels, cond_noise_grid, cond_noise_scale,
                               zero_input_noise=False)  # weights come from the checkpoint
+            self.hparams["cond_noise_hr_factor"] = float(cond_noise_hr_factor)
 
     # ------------------------------------------------------------------ multi-scale noise
     def decoder_blocks(self) -> list[nn.Sequential]:
@@ -157,7 +159,7 @@ class SimpleVAE3D(nn.Module):
             film.append(conv)
         self.film = nn.ModuleList(film).to(self.statics.device)
         self.hparams.update(cond_noise_channels=channels, cond_noise_grid=grid,
-                            cond_noise_scale=float(scale))
+                            cond_noise_scale=float(scale), cond_noise_hr_factor=1.0)
         if zero_input_noise:
             with torch.no_grad():
                 self.dec_in[0].weight[:, self.latent_channels:].zero_()
@@ -179,7 +181,11 @@ class SimpleVAE3D(nn.Module):
         if xi is None or self.film is None:
             return blk(f)
         h = blk[1](blk[0](f))
-        gamma, beta = self.film[i](self._block_noise(xi, i, tuple(h.shape[-3:]))).chunk(2, dim=1)
+        noise = self._block_noise(xi, i, tuple(h.shape[-3:]))
+        hr_factor = self.hparams.get("cond_noise_hr_factor", 1.0)
+        if i > len(self.up_scales) and hr_factor != 1.0:  # full-resolution blocks
+            noise = noise * hr_factor
+        gamma, beta = self.film[i](noise).chunk(2, dim=1)
         return blk[2](h * (1 + gamma) + beta)
 
     def _draw_cond_noise(self, g: torch.Generator, B: int, D: int, like: Tensor
@@ -371,6 +377,7 @@ def build_from_checkpoint(ck: dict[str, Any]) -> SimpleVAE3D:
         cond_noise_grid=str(hp.get("cond_noise_grid", "coarse")),
         cond_noise_scale=float(hp.get("cond_noise_scale", 1.0)),
         terrain_features=int(hp.get("terrain_features", 0)),
+        cond_noise_hr_factor=float(hp.get("cond_noise_hr_factor", 1.0)),
     )
     model.load_pretrained(ck)
     return model.eval()
