@@ -18,7 +18,6 @@ from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
 from precipgen.models.vae3d import build_from_checkpoint
 from precipgen.train.common import p95_mm, val_loader
 from precipgen.train.crps import evaluate_ensemble
-from precipgen.train.crps_view import CRPSView
 from precipgen.train.spread_calibration import calibrate_noise_scale
 
 
@@ -29,25 +28,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--scales", default="1,2,4", help="the fine-tune's crps_scales")
-    p.add_argument("--increments", default="1", help="its crps_increments ('' = none)")
-    p.add_argument("--plain", action="store_true", help="minimise Val_CRPS, not the view's")
     a = p.parse_args()
     ds = PreparedDataset.open(a.data)
     ck = load_checkpoint(a.checkpoint)
     model = build_from_checkpoint(ck)
     loader = val_loader(ds, int(ck["window_days"]), 4)
     land, p95, cpu = land_mask_tensor(ds), p95_mm(ds), torch.device("cpu")
-    view = CRPSView(land, [int(k) for k in a.scales.split(",")], "mm", ds.normalization,
-                    [int(k) for k in a.increments.split(",") if k])
     cal = calibrate_noise_scale(model, lambda m: evaluate_ensemble(
-        m, loader, ds, land, p95, a.members, a.members, a.seed, cpu, view=view),
-        key="Val_CRPS" if a.plain else "val_CRPS_view")
-    ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_scale)
+        m, loader, ds, land, p95, a.members, a.members, a.seed, cpu))
+    ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_factor)
     save_checkpoint(a.out, ck)
-    for f, r, obj, crps, ss in cal.curve:
-        print(f"coarse x{f:4.2f} full-res x{r:4.2f}  {cal.key} {obj:.4f}  Val_CRPS {crps:.4f}  "
-              f"spread-skill {ss:.3f}")
+    for f, crps, ss in cal.curve:
+        print(f"coarse-block noise x{f:4.2f}  Val_CRPS {crps:.4f}  spread-skill {ss:.3f}")
     print(cal.summary(ds.normalization.units), "->", a.out)
 
 

@@ -143,36 +143,42 @@ def test_increment_view_tells_white_noise_from_the_truths_texture():
         load_config(None, ["finetune.crps_increments=[0]"])
 
 
-def test_spread_calibration_scales_coarse_then_full_res_noise_by_the_lowest_score():
+@pytest.mark.parametrize("best", [2.0, 2 ** -0.5])
+def test_spread_calibration_scales_the_coarse_noise_by_the_lowest_score(best):
     net, (x, _) = model("pixel"), data()
     with torch.no_grad():
         for f in net.film:
             f.weight.normal_(0, 0.3)
-    seen: list[tuple[float, float]] = []
+        ref = net.generate_multiple_outputs(x, 3, seed=1)
+    seen: list[float] = []
 
     def score(mdl: SimpleVAE3D) -> dict[str, float]:
-        # a score lowest at coarse noise x2 and full-res noise x2^-0.5, and the real spread
+        # a score lowest at coarse noise x best; the full-res noise must stay as trained
         coarse = mdl.hparams["cond_noise_scale"]
-        full_res = coarse * mdl.hparams["cond_noise_hr_factor"]
-        seen.append((coarse, full_res))
+        assert coarse * mdl.hparams["cond_noise_hr_factor"] == pytest.approx(1.0)
+        seen.append(coarse)
         with torch.no_grad():
             ens = mdl.generate_multiple_outputs(x, 4, seed=1)
-        value = abs(math.log2(coarse) - 1) + abs(math.log2(full_res) + 0.5)
-        return {"Val_CRPS": value, "val_spread_skill": float(ens.std(dim=0).mean())}
+        return {"Val_CRPS": abs(math.log2(coarse / best)),
+                "val_spread_skill": float(ens.std(dim=0).mean())}
 
     cal = calibrate_noise_scale(net, score)
-    assert (cal.factor, cal.hr_factor) == pytest.approx((2.0, 2 ** -0.5))
-    assert net.hparams["cond_noise_scale"] == pytest.approx(2.0)
-    assert net.hparams["cond_noise_hr_factor"] == pytest.approx(2 ** -0.5 / 2)
-    assert cal.before["Val_CRPS"] == pytest.approx(1.5) and cal.after["Val_CRPS"] < 1e-6
-    # coarse: upwards from 1, stopped two factors past 2; full-res: nothing better above 1,
-    # then downwards, stopped two factors past 2^-0.5; never below 2^-1
-    assert max(c for c, _ in seen) == pytest.approx(2 ** 1.5)
-    assert min(r for _, r in seen) == pytest.approx(2 ** -1)
-    assert len(seen) == len(set(seen))  # no point scored twice
-    # the factors scale the members' spread: more noise, more spread
-    spread = {(c, r): ss for c, r, _, _, ss in cal.curve}
-    assert spread[2.0, 1.0] > spread[1.0, 1.0]
+    assert cal.factor == pytest.approx(best)
+    assert net.hparams["cond_noise_scale"] == pytest.approx(best)
+    assert net.hparams["cond_noise_hr_factor"] == pytest.approx(1 / best)
+    assert cal.after["Val_CRPS"] < 1e-6 < cal.before["Val_CRPS"]
+    # from 1 upwards, stopped two factors past the best; downwards only when 1 beat every
+    # larger factor, stopped two past the best again
+    if best > 1:
+        assert max(seen) == pytest.approx(best * 2 ** 0.5) and min(seen) == 1.0
+    else:
+        assert max(seen) == pytest.approx(2 ** 0.5) and min(seen) == pytest.approx(best / 2 ** 0.5)
+    assert len(seen) == len(set(seen))  # no factor scored twice
+    spread = [ss for _, _, ss in cal.curve]  # more coarse noise, more spread
+    assert spread == sorted(spread) and spread[0] < spread[-1]
+    with torch.no_grad():  # the same members, scaled: back at factor 1 they are unchanged
+        net.hparams.update(cond_noise_scale=1.0, cond_noise_hr_factor=1.0)
+        torch.testing.assert_close(net.generate_multiple_outputs(x, 3, seed=1), ref)
     with pytest.raises(ValueError, match="FiLM noise"):
         calibrate_noise_scale(SimpleVAE3D(C, torch.randn(2, h * F, w * F), (h, w), 4, 2), score)
 

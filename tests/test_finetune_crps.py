@@ -74,8 +74,7 @@ def test_pretrain_then_finetune_makes_the_model_generative(tracking_server, prep
     assert main(["finetune_crps", "--data", str(prepared), "--pretrained", "", "--epochs", "2",
                  "--lr", "3e-3", "--crps_samples", "6", "--chunk_size", "2",
                  "--checkpoint_interval", "1", "--output_dir", str(tmp_path / "ft"), *TINY,
-                 "--set", "finetune.calibrate_noise=true", "--set", "finetune.crps_space=mm",
-                 "--set", "finetune.crps_increments=[1]"]) == 0
+                 "--set", "finetune.calibrate_noise=true"]) == 0
     out = capsys.readouterr().out
     assert "🎯 CRPS Gen Epoch 2: CRPS=" in out and ", Val_CRPS=" in out
     assert "SUCCESS: Model is now GENERATIVE" in out
@@ -109,18 +108,16 @@ def test_pretrain_then_finetune_makes_the_model_generative(tracking_server, prep
     assert m["best_Val_CRPS"] < before["Val_CRPS"], (m["best_Val_CRPS"], before["Val_CRPS"])
 
     # the noise scale was calibrated on the validation windows and written into the checkpoint
-    assert "spread calibration on the validation split: noise x" in out
-    header = (run_dir / "spread_calibration.csv").read_text().splitlines()[0]
-    assert header == "factor,hr_factor,objective_val_CRPS_view,Val_CRPS,val_spread_skill"
+    assert "spread calibration on the validation split: coarse-block noise x" in out
     curve = np.loadtxt(run_dir / "spread_calibration.csv", delimiter=",", skiprows=1, ndmin=2)
-    factor, hr = m["noise_calibration_factor"], m["noise_calibration_hr_factor"]
-    (chosen,) = curve[np.isclose(curve[:, 0], factor) & np.isclose(curve[:, 1], hr)]
-    assert chosen[2] == curve[:, 2].min()  # the lowest score of every point tried
-    assert m["Val_CRPS_calibrated"] == pytest.approx(chosen[3], rel=1e-6)
-    assert ((curve[:, 0] == 1.0) & (curve[:, 1] == 1.0)).sum() == 1  # the uncalibrated model
-    # written into the checkpoint: coarse blocks x factor, full-res blocks x hr overall
+    factor = m["noise_calibration_factor"]
+    (chosen,) = curve[np.isclose(curve[:, 0], factor)]
+    assert chosen[1] == curve[:, 1].min()  # the lowest Val_CRPS of every factor tried
+    assert m["Val_CRPS_calibrated"] == pytest.approx(chosen[1], rel=1e-6)
+    assert (curve[:, 0] == 1.0).sum() == 1  # the uncalibrated model was scored
+    # written into the checkpoint: coarse blocks x factor, full-res noise as trained
     assert ft_ck["hparams"]["cond_noise_scale"] == pytest.approx(factor)  # noise_scale 1.0
-    assert ft_ck["hparams"]["cond_noise_hr_factor"] == pytest.approx(hr / factor)
+    assert ft_ck["hparams"]["cond_noise_hr_factor"] == pytest.approx(1 / factor)
     assert ft_ck["hparams"]["terrain_features"] == 2
 
     # registered vae3d-crps: a pyfunc that returns an ensemble in mm

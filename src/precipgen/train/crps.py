@@ -143,14 +143,10 @@ class CRPSTask:
         write it back into that checkpoint (atomically)."""
         ck = load_checkpoint(path)
         model = build_from_checkpoint(ck).to(self.device)
-        # judged by the training loss's own view (its pooled scales and increments keep the
-        # texture honest) on windows the model has not seen; plain loss: Val_CRPS in mm
-        view = None if self.view.plain else self.view
         cal = calibrate_noise_scale(model, lambda mdl: evaluate_ensemble(
             mdl, self.val, self.ds, self.land, self.p95, self.m, self.chunk or self.m,
-            self.cfg.train.seed, self.device, self.cfg.finetune.val_max_batches, view),
-            key="Val_CRPS" if view is None else "val_CRPS_view")
-        ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_scale)
+            self.cfg.train.seed, self.device, self.cfg.finetune.val_max_batches))
+        ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_factor)
         save_checkpoint(path, ck)
         return cal
 
@@ -158,11 +154,9 @@ class CRPSTask:
 @torch.no_grad()
 def evaluate_ensemble(model: SimpleVAE3D, loader: torch.utils.data.DataLoader,
                       ds: PreparedDataset, land: Tensor, p95: float, m: int, chunk: int,
-                      seed: int, device: torch.device, max_batches: int = 0,
-                      view: CRPSView | None = None) -> dict[str, float]:
+                      seed: int, device: torch.device, max_batches: int = 0) -> dict[str, float]:
     """Validation scores of an m-member ensemble (same noise every epoch: comparable);
-    ``max_batches`` > 0: only the first batches (quick sweeps on few CPU cores); ``view``:
-    also ``val_CRPS_view``, the fair CRPS of what the training loss scores."""
+    ``max_batches`` > 0: only the first batches (quick sweeps on few CPU cores)."""
     norm, meter = ds.normalization, Meter()
     for b, batch in enumerate(loader):
         if max_batches and b >= max_batches:
@@ -173,9 +167,6 @@ def evaluate_ensemble(model: SimpleVAE3D, loader: torch.utils.data.DataLoader,
         ens_mm = norm.to_physical(ens)
         meter.add("Val_CRPS", *masked_sum(crps_ensemble(ens_mm, y_mm, "fair"), land))
         meter.add("val_CRPS_model", *masked_sum(crps_ensemble(ens, y, "fair"), land))
-        if view is not None:
-            scored = crps_ensemble(view(ens), view(y), "fair")
-            meter.add("val_CRPS_view", float(scored.sum()), scored.numel())
         meter.add("generative_variance", *masked_sum(ens.var(dim=0), land))
         var_mm = ens_mm.var(dim=0)
         mean_mm = ens_mm.mean(dim=0)
@@ -300,7 +291,6 @@ def finetune(
             cal = task.calibrate_best(Path(res.best_path))
             cal.write_csv(out / "spread_calibration.csv")
             r.log_metrics({"noise_calibration_factor": cal.factor,
-                           "noise_calibration_hr_factor": cal.hr_factor,
                            "Val_CRPS_calibrated": cal.after["Val_CRPS"],
                            "val_spread_skill_calibrated": cal.after["val_spread_skill"]})
             print(cal.summary(units))
