@@ -24,7 +24,10 @@ Units of the logged scores:
 Outputs in ``<output_dir>/vae_generative_crps_<TIMESTAMP>/`` (also MLflow artifacts):
 ``checkpoints/best_model.pth``, ``checkpoints/checkpoint_epoch_*.pth``,
 ``crps_generative_history.csv``, ``crps_generative_iteration_history.csv``,
-``generative_config.yaml``. The best model is registered as ``vae3d-crps``.
+``generative_config.yaml``. The best model is registered as ``vae3d-crps``. With
+``calibrate_noise`` the best checkpoint's noise scale is then calibrated on the validation
+windows (:mod:`.spread_calibration`; ``spread_calibration.csv``, ``noise_calibration_factor``,
+``Val_CRPS_calibrated``, ``val_spread_skill_calibrated``).
 """
 
 from __future__ import annotations
