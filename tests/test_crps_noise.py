@@ -33,7 +33,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(2, C, D, h, w, generator=g), torch.randn(2, 1, D, h * F, w * F, generator=g)
 
 
-@pytest.mark.parametrize("grid", ["coarse", "global", "pixel"])
+@pytest.mark.parametrize("grid", ["coarse", "global", "pixel", "mixed"])
 def test_at_init_the_generative_decoder_equals_the_deterministic_one(grid):
     net, (x, _) = model(grid), data()
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_at_init_the_generative_decoder_equals_the_deterministic_one(grid):
     assert len(net.film) == len(net.decoder_blocks()) == 3 + len(net.up_scales) - 1 + 1
 
 
-@pytest.mark.parametrize("grid", ["coarse", "pixel"])
+@pytest.mark.parametrize("grid", ["coarse", "pixel", "mixed"])
 def test_members_differ_after_one_step_and_the_encoder_is_unchanged(grid):
     net, (x, y) = model(grid), data()
     net.train()
@@ -70,8 +70,9 @@ def test_members_differ_after_one_step_and_the_encoder_is_unchanged(grid):
         assert torch.equal(a, b)
 
 
-def test_members_are_chunk_independent_and_checkpoint_round_trips(tmp_path):
-    net, (x, _) = model("pixel"), data()
+@pytest.mark.parametrize("grid", ["pixel", "mixed"])
+def test_members_are_chunk_independent_and_checkpoint_round_trips(tmp_path, grid):
+    net, (x, _) = model(grid), data()
     with torch.no_grad():
         for f in net.film:
             f.weight.normal_(0, 0.3)
@@ -202,3 +203,15 @@ def test_terrain_features_reach_the_output_and_survive_layout_and_checkpoints(tm
         assert not torch.allclose(net.forward_deterministic(x), out)
     with pytest.raises(ConfigError, match="terrain_features"):
         load_config(None, ["vae3d.terrain_features=-1"])
+
+
+def test_mixed_noise_is_one_smooth_field_on_the_coarse_blocks_and_white_at_full_res():
+    net, (x, _) = model("mixed"), data()
+    g = torch.Generator().manual_seed(0)
+    mu, _ = net.encode(x)
+    xi = net._draw_cond_noise(g, len(x), D, mu)
+    n_coarse = len(net.up_scales) + 1
+    assert len(xi) == len(net.decoder_blocks()) == n_coarse + 2
+    assert all(f is xi[0] for f in xi[:n_coarse]) and xi[0].shape[-2:] == (h, w)
+    assert xi[-1].shape[-2:] == xi[-2].shape[-2:] == (h * F, w * F)
+    assert not torch.equal(xi[-1], xi[-2])

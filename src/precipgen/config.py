@@ -163,7 +163,9 @@ class FinetuneConfig(LoopSection):
     # noise at every decoder scale (zero-initialised FiLM on each GroupNorm); 0 = the seed's
     # input noise channels only
     noise_channels: int = 8
-    noise_grid: str = "coarse"  # coarse (latent grid, smooth) | global | pixel (white)
+    # coarse (latent grid, smooth) | global | pixel (white) | mixed (smooth on the coarse
+    # blocks, white on the full-res ones: calibrating the coarse noise adds no texture)
+    noise_grid: str = "coarse"
     noise_scale: float = 1.0  # std of the FiLM noise
     input_noise: bool = False  # keep the seed's noise input channels (not a zero-effect start)
     crps_scales: list[int] = field(default_factory=lambda: [1])  # pooling factors scored
@@ -395,7 +397,7 @@ def validate(cfg: Config) -> None:
         "loss.recon": (cfg.loss.recon, {"mae", "crps"}),
         "augmentation.mixing": (cfg.augmentation.mixing, {"A", "B"}),
         "finetune.crps_kind": (cfg.finetune.crps_kind, {"fair", "standard", "almost_fair"}),
-        "finetune.noise_grid": (cfg.finetune.noise_grid, {"coarse", "global", "pixel"}),
+        "finetune.noise_grid": (cfg.finetune.noise_grid, {"coarse", "global", "pixel", "mixed"}),
         "finetune.crps_space": (cfg.finetune.crps_space, {"model", "mm"}),
         "loss.crps_space": (cfg.loss.crps_space, {"model", "mm"}),
         "train.device": (cfg.train.device, {"auto", "cpu", "cuda"}),

@@ -28,7 +28,10 @@ deterministic solution and the zero field (deterministic mode) stays the noise-f
 ``grid``: ``coarse`` draws xi on the latent (low-res) grid and interpolates it smoothly to
 each block's grid (spread with large-scale structure: white noise at every scale gave the
 members far too much small-scale power), ``global`` one vector per member and day, ``pixel``
-white noise drawn at each block's own grid. ``input_noise=False`` zeroes the seed's noise
+white noise drawn at each block's own grid, ``mixed`` the coarse field on the latent grid and
+upsampling blocks and white noise on the two full-resolution ones (so that scaling the coarse
+blocks' noise, see train/spread_calibration.py, adds spread in position and size but no
+texture). ``input_noise=False`` zeroes the seed's noise
 input channels so that the start is exactly deterministic.
 
 Member noise comes from per-member generators seeded with ``seed + i``: member i is the same
@@ -51,7 +54,7 @@ from precipgen.data.transforms import Normalization
 from precipgen.models.checkpoint import load_checkpoint, load_model_state
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
-NOISE_GRIDS = ("coarse", "global", "pixel")
+NOISE_GRIDS = ("coarse", "global", "pixel", "mixed")
 
 
 def _gn(ch: int) -> nn.GroupNorm:
@@ -170,8 +173,8 @@ class SimpleVAE3D(nn.Module):
         grid = self.hparams["cond_noise_grid"]
         if grid == "global":
             return xi
-        if grid == "pixel":  # xi holds one independent field per block, drawn at its grid
-            return xi[i]
+        if grid in ("pixel", "mixed"):  # xi holds one field per block
+            xi = xi[i]
         if tuple(xi.shape[-3:]) == size:
             return xi
         return F.interpolate(xi, size=size, mode="trilinear", align_corners=False)
@@ -198,6 +201,10 @@ class SimpleVAE3D(nn.Module):
             return torch.randn(B, c, D, 1, 1, **kw) * s
         if grid == "coarse":
             return torch.randn(B, c, D, *like.shape[-2:], **kw) * s
+        if grid == "mixed":  # one smooth field for the coarse blocks, white noise at full res
+            lat = torch.randn(B, c, D, *like.shape[-2:], **kw) * s
+            return [lat] * (len(self.up_scales) + 1) + [
+                torch.randn(B, c, D, *self.hr_shape, **kw) * s for _ in range(2)]
         return [torch.randn(B, c, D, *hw, **kw) * s for hw in self.block_grids(like.shape[-2:])]
 
     def block_grids(self, lr: tuple[int, int]) -> list[tuple[int, int]]:
