@@ -14,11 +14,10 @@ import torch
 
 from precipgen.data.datasets import land_mask_tensor
 from precipgen.data.store import PreparedDataset
-from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
-from precipgen.models.vae3d import build_from_checkpoint
+from precipgen.models.checkpoint import load_checkpoint
 from precipgen.train.common import p95_mm, val_loader
 from precipgen.train.crps import evaluate_ensemble
-from precipgen.train.spread_calibration import calibrate_noise_scale
+from precipgen.train.spread_calibration import calibrate_checkpoint
 
 
 def main() -> None:
@@ -30,14 +29,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     a = p.parse_args()
     ds = PreparedDataset.open(a.data)
-    ck = load_checkpoint(a.checkpoint)
-    model = build_from_checkpoint(ck)
-    loader = val_loader(ds, int(ck["window_days"]), 4)
+    loader = val_loader(ds, int(load_checkpoint(a.checkpoint)["window_days"]), 4)
     land, p95, cpu = land_mask_tensor(ds), p95_mm(ds), torch.device("cpu")
-    cal = calibrate_noise_scale(model, lambda m: evaluate_ensemble(
-        m, loader, ds, land, p95, a.members, a.members, a.seed, cpu))
-    ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_factor)
-    save_checkpoint(a.out, ck)
+    cal = calibrate_checkpoint(a.checkpoint, lambda m: evaluate_ensemble(
+        m, loader, ds, land, p95, a.members, a.members, a.seed, cpu), out=a.out)
     for f, crps, ss in cal.curve:
         print(f"coarse-block noise x{f:4.2f}  Val_CRPS {crps:.4f}  spread-skill {ss:.3f}")
     print(cal.summary(ds.normalization.units), "->", a.out)

@@ -10,18 +10,17 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from precipgen.data import synthetic as S
+from precipgen.scores.crps import crps_ensemble
 
 
 def fair_crps(ens: np.ndarray, y: np.ndarray, land: np.ndarray) -> float:
     """Mean fair CRPS over days and land pixels; ``ens`` (m, N, H, W), ``y`` (N, H, W)."""
-    m = ens.shape[0]
-    e, yy = ens[:, :, land], y[:, land]
-    es = np.sort(e, axis=0)
-    i = np.arange(1, m + 1)[:, None, None]
-    return float((np.abs(e - yy[None]).mean(0) - ((2 * i - m - 1) * es).sum(0) / (m * (m - 1))).mean())
+    per_pixel = crps_ensemble(torch.from_numpy(ens[:, :, land]), torch.from_numpy(y[:, land]))
+    return float(per_pixel.mean())
 
 
 def main() -> None:

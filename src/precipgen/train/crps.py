@@ -48,7 +48,6 @@ from precipgen.config import Config
 from precipgen.data.datasets import EpochSampler, WindowDataset, land_mask_tensor
 from precipgen.data.store import PreparedDataset
 from precipgen.locks import claim_output
-from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
 from precipgen.models.registry import OpenedModel, open_generator, open_model
 from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint, checkpoint_extra
 from precipgen.scores.crps import chunked_crps_backward, crps_ensemble, crps_loss
@@ -64,7 +63,7 @@ from precipgen.train.common import (
 from precipgen.train.crps_view import CRPSView
 from precipgen.train.distributed import dist_info, pick_device, seed_everything
 from precipgen.train.loop import FitResult, LoopConfig, StepOutput, fit
-from precipgen.train.spread_calibration import SpreadCalibration, calibrate_noise_scale
+from precipgen.train.spread_calibration import SpreadCalibration, calibrate_checkpoint
 from precipgen.train.vae3d import window_batch_size
 
 REGISTERED_NAME = "vae3d-crps"
@@ -144,14 +143,9 @@ class CRPSTask:
     def calibrate_best(self, path: Path) -> SpreadCalibration:
         """Calibrate the noise scale of the best checkpoint on the validation windows and
         write it back into that checkpoint (atomically)."""
-        ck = load_checkpoint(path)
-        model = build_from_checkpoint(ck).to(self.device)
-        cal = calibrate_noise_scale(model, lambda mdl: evaluate_ensemble(
+        return calibrate_checkpoint(path, lambda mdl: evaluate_ensemble(
             mdl, self.val, self.ds, self.land, self.p95, self.m, self.chunk or self.m,
-            self.cfg.train.seed, self.device, self.cfg.finetune.val_max_batches))
-        ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_factor)
-        save_checkpoint(path, ck)
-        return cal
+            self.cfg.train.seed, self.device, self.cfg.finetune.val_max_batches), self.device)
 
 
 @torch.no_grad()

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from precipgen.models.vae3d import SimpleVAE3D
+from precipgen.models.checkpoint import load_checkpoint, save_checkpoint
+from precipgen.models.vae3d import SimpleVAE3D, build_from_checkpoint
 
 # 2^(k/4): 0.5 .. 8, a quarter octave apart (radar data asked for 5.7x)
 FACTORS: tuple[float, ...] = tuple(2 ** (k / 4) for k in range(-4, 13))
@@ -109,3 +110,16 @@ def calibrate_noise_scale(
     return SpreadCalibration(chosen, float(hp["cond_noise_scale"]),
                              float(hp["cond_noise_hr_factor"]), results[1.0], results[chosen],
                              curve)
+
+
+def calibrate_checkpoint(
+    path: Path, score: Callable[[SimpleVAE3D], dict[str, float]], device: str | object = "cpu",
+    out: Path | None = None,
+) -> SpreadCalibration:
+    """Calibrate the model in checkpoint ``path`` and write it (atomically) to ``out``
+    (default: back to ``path``)."""
+    ck = load_checkpoint(path)
+    cal = calibrate_noise_scale(build_from_checkpoint(ck).to(device), score)
+    ck["hparams"].update(cond_noise_scale=cal.scale, cond_noise_hr_factor=cal.hr_factor)
+    save_checkpoint(out or path, ck)
+    return cal
